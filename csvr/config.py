@@ -1,0 +1,285 @@
+"""Typed configuration for CSVR: one frozen dataclass per concern, nested once in `Config`.
+
+Every field has one dotted key (`loss.sigma_p`, `model.backbone`, ...). That key is what a study's
+search space uses, what `apply_overrides` accepts on the command line (`loss.sigma_p=1.0`), what
+MLflow records as a param and what `analysis/` prints as a table column. Nothing renames it.
+
+    cfg = preset("tiny")
+    cfg = apply_overrides(cfg, {"model.backbone": "s3d", "loss.sigma_p": 1.0})
+    flat = flatten(cfg)          # {"model.backbone": "s3d", "loss.sigma_p": 1.0, ...}
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, Mapping
+
+Backbone = Literal["c3d", "r2plus1d", "r3d", "s3d"]
+Integration = Literal["adain", "concat"]
+ContextLoss = Literal["mi_infonce", "infonce", "l2"]
+GenerationTarget = Literal["both", "reconstruct", "predict"]
+FeatureSource = Literal["scratch", "f_d", "f_s", "f_i_adain", "f_i_concat", "f_i_full"]
+GanUpdate = Literal["osgan", "alternating"]
+Device = Literal["auto", "cpu", "cuda"]
+
+SIGMA_RANGE = (0.0, 10.0)  # a sigma outside this is almost certainly a typo (the paper searches 0.5-1.25)
+
+
+class ConfigError(ValueError):
+    """An unknown key, a bad value or an inconsistent combination; the message says what is valid."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"  # KIND:PATH (ucf101:/data/UCF101, hmdb51:..., folder:..., synthetic)
+    finetune_sources: tuple[str, ...] = ()  # downstream datasets; empty = finetune on `source`
+    cache_root: str = ""  # where prepared caches live; "" = $CSVR_HOME/cache
+    cache_size: int = 128  # short side of prepared frames (prepare resizes once, offline)
+    split: int = 1  # official split number (UCF101 / HMDB51)
+    clip_len: int = 16  # T: frames in the current clip (and the input pose sequence)
+    future_len: int = 16  # T': frames in the future clip (and the future pose sequence)
+    stride: int = 4  # temporal stride between sampled frames
+    size: int = 112  # crop size fed to the networks
+    batch_size: int = 16
+    workers: int = 2  # loader worker processes
+    max_videos: int = 0  # 0 = all; >0 keeps the first N train/test videos (smoke runs)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: Backbone = "r2plus1d"  # V-network
+    width: int = 64  # base channel width of the V-network and the I-network (64 = the paper's nets)
+    feature_dim: int = 512  # C: size of f_s, f_d and f_i
+    head_hidden: int = 2048  # hidden width of the two-layer MLP heads g^V and g^I
+    integration: Integration = "adain"  # Table I: AdaIN (Eqs. 3-5) or concat + conv
+    pose_encoder_layer: Literal[2, 4, 6] = 6  # Table III: which G_p encoder layer gives f_d
+    pose_channels: int = 256  # width of the 1D pose CNNs
+    pose_noise_dim: int = 64  # z_p
+    video_noise_dim: int = 128  # z_v^r, z_v^p
+    gen_channels: int = 256  # base width of the TGAN-v2-style generators
+    disc_channels: int = 64  # base width of the R3D-style video discriminators
+    joints: int = 33  # MediaPipe Pose landmarks
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    context: ContextLoss = "mi_infonce"  # Table IV
+    generation_target: GenerationTarget = "both"  # Table V
+    sigma_p: float = 0.75  # Eq. 9 weight of L_pose (Fig. 3)
+    sigma_c: float = 0.75  # Eq. 9 weight of L_context (Fig. 3)
+    temperature: float = 0.07  # tau in Eq. 2
+    gradient_penalty: float = 10.0  # WGAN-GP weight (lambda)
+    pose_l2: float = 1.0  # weight of the pose L2 term in Eq. 1
+    video_l2: float = 1.0  # weight of the pixel L2 terms in Eqs. 6-7
+    adversarial: float = 1.0  # weight of the adversarial terms in Eqs. 1, 6, 7
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    device: Device = "auto"
+    gan_update: GanUpdate = "osgan"
+    lr_per_sample: float = 0.0005  # lr = 0.0005 x B
+    momentum: float = 0.9
+    weight_decay: float = 0.005
+    pose_epochs: int = 20  # branch pretraining of the pose CGAN
+    context_epochs: int = 20  # branch pretraining of the context branch
+    video_epochs: int = 20  # branch pretraining of the video GANs (on frozen f_d, f_s)
+    joint_epochs: int = 200  # joint pretraining with Eq. 9
+    steps_per_epoch: int = 0  # 0 = one pass over the train split
+    log_every: int = 10  # steps between host syncs / metric lines
+    checkpoint_epochs: tuple[int, ...] = (1, 5, 10, 20, 50, 120)  # kept for Table II
+    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = True  # channels_last_3d on CUDA
+    compile: bool = False  # torch.compile the V-network
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 100
+    batch_size: int = 32
+    lr_per_sample: float = 0.0001  # UCF101: 0.0001 x B; HMDB51 uses 0.0002 x B (see `finetune_for`)
+    weight_decay: float = 0.003  # UCF101: 0.003; HMDB51: 0.002
+    momentum: float = 0.9
+    dropout: float = 0.3
+    steps_per_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    feature_source: FeatureSource = "f_i_full"  # Table I
+    pretrain_epoch: int = 0  # 0 = the last joint epoch; else a kept checkpoint (Table II)
+    retrieval_clips: int = 10  # clips per video, sliding window
+    retrieval_ks: tuple[int, ...] = (1, 5, 10, 20)
+    test_clips: int = 10  # clips per test video for recognition (averaged softmax)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# presets
+
+
+def paper() -> Config:
+    """Section IV-B: 16x112x112 clips at stride 4, batch 16, SGD 0.0005 x B, sigma_p = sigma_c = 0.75."""
+    return Config()
+
+
+def tiny() -> Config:
+    """The same model family shrunk so pretrain -> finetune -> evaluate takes about a minute on 2 cores."""
+    return Config(
+        data=DataConfig(cache_size=64, clip_len=8, future_len=8, stride=2, size=32, batch_size=8, workers=0),
+        model=ModelConfig(width=8, feature_dim=32, head_hidden=64, pose_channels=32, pose_noise_dim=8,
+                          video_noise_dim=16, gen_channels=32, disc_channels=8),
+        train=TrainConfig(pose_epochs=1, context_epochs=1, video_epochs=1, joint_epochs=2,
+                          lr_per_sample=0.005, log_every=5, checkpoint_epochs=(1, 2)),
+        finetune=FinetuneConfig(epochs=4, batch_size=8, lr_per_sample=0.005, weight_decay=0.0005),
+        eval=EvalConfig(retrieval_clips=2, test_clips=2),
+    )
+
+
+PRESETS = {"paper": paper, "tiny": tiny}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def finetune_for(dataset_kind: str, base: FinetuneConfig) -> FinetuneConfig:
+    """The paper's per-dataset finetuning recipe: HMDB51 doubles the lr and lowers the weight decay."""
+    if dataset_kind == "hmdb51" and base == FinetuneConfig():
+        return replace(base, lr_per_sample=0.0002, weight_decay=0.002)
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# dotted keys
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """{"data.clip_len": 16, ...}: the one namespace shared by studies, MLflow params and tables."""
+    out: dict[str, Any] = {}
+    for section in fields(cfg):
+        sub = getattr(cfg, section.name)
+        for f in fields(sub):
+            out[f"{section.name}.{f.name}"] = getattr(sub, f.name)
+    return out
+
+
+def keys() -> list[str]:
+    return list(flatten(Config()))
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """Return `cfg` with dotted-key overrides applied; strings are parsed to the field's type."""
+    sections: dict[str, dict[str, Any]] = {}
+    valid = keys()
+    for key, value in overrides.items():
+        if key not in valid:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+        section, name = key.split(".", 1)
+        hint = _field_types(type(getattr(cfg, section)))[name]
+        sections.setdefault(section, {})[name] = _coerce(key, value, hint)
+    changed = {s: replace(getattr(cfg, s), **kv) for s, kv in sections.items()}
+    return replace(cfg, **changed)
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """["loss.sigma_p=1.0", ...] -> {"loss.sigma_p": "1.0"}"""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. loss.sigma_p=1.0)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def from_flat(flat: Mapping[str, Any], base: Config | None = None) -> Config:
+    return apply_overrides(base or Config(), flat)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and coercion
+
+
+def validate(cfg: Config) -> None:
+    for section in fields(cfg):
+        sub = getattr(cfg, section.name)
+        for name, hint in _field_types(type(sub)).items():
+            _check_literal(f"{section.name}.{name}", getattr(sub, name), hint)
+    for key in ("sigma_p", "sigma_c"):
+        v = getattr(cfg.loss, key)
+        if not SIGMA_RANGE[0] <= v <= SIGMA_RANGE[1]:
+            raise ConfigError(f"loss.{key}={v} is out of range {list(SIGMA_RANGE)}; the paper uses 0.5-1.25")
+    d = cfg.data
+    for key in ("clip_len", "future_len", "stride", "size", "batch_size", "cache_size"):
+        if getattr(d, key) < 1:
+            raise ConfigError(f"data.{key} must be >= 1, got {getattr(d, key)}")
+    if d.size > d.cache_size:
+        raise ConfigError(f"data.size={d.size} is larger than data.cache_size={d.cache_size}; "
+                          "prepare the cache at a larger size or crop smaller")
+    if d.batch_size < 2:
+        raise ConfigError("data.batch_size must be >= 2: the contrastive loss needs negatives")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _check_literal(key: str, value: Any, hint: Any) -> None:
+    if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+        valid = ", ".join(str(v) for v in typing.get_args(hint))
+        raise ConfigError(f"{key}={value!r} is not valid; valid values: {valid}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    try:
+        if origin is Literal:
+            choices = typing.get_args(hint)
+            for choice in choices:
+                if value == choice or str(value) == str(choice):
+                    return choice
+            raise ConfigError(f"{key}={value!r} is not valid; valid values: {', '.join(map(str, choices))}")
+        if origin is tuple:
+            (item_type, _) = typing.get_args(hint)
+            if isinstance(value, str):
+                value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+            return tuple(item_type(v) if not isinstance(v, str) else item_type(v.strip()) for v in value)
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ConfigError(f"{key}={value!r} is not a boolean (true/false)")
+            return bool(value)
+        if hint in (int, float, str):
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{key}={value!r} must be an integer")
+            return hint(value)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{key}={value!r} cannot be read as {getattr(hint, '__name__', hint)}: {err}") from None
+    return value
