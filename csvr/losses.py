@@ -1,0 +1,142 @@
+"""CSVR's losses as pure functions of tensors (no modules, no state).
+
+Equation numbers refer to the paper (Zhang et al., IEEE TIFS 2025, Section III):
+  Eq. 1  pose CGAN: adversarial + L2 + WGAN-GP gradient penalty      -> d_loss, g_adv_loss, masked_pose_l2, gradient_penalty
+  Eq. 2  MI-InfoNCE between video and I-frame embeddings             -> mi_infonce
+  Eq. 10 InfoNCE with one I-frame per clip (Table IV)                -> infonce
+  Eqs. 6-7 video GANs: adversarial + pixel L2                        -> d_loss, g_adv_loss, pixel_l2
+  Eq. 9  L = sigma_p L_pose + sigma_c L_context + L_video             -> csvr.training.steps
+The adversarial terms use the logit form of log D: log D(x) = -softplus(-d), log(1 - D(x)) = -softplus(d).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# context matching (Eq. 2, Eq. 10, L2 variant)
+
+
+def mi_infonce(x: Tensor, z: Tensor, mask: Tensor, temperature: float) -> Tensor:
+    """Eq. 2: every I-frame of clip i is a positive; I-frames of the other clips are negatives.
+
+    x: (B, C) video embeddings x_i*; z: (B, K, C) I-frame embeddings z*; mask: (B, K) valid I-frames.
+    """
+    b, k, _ = z.shape
+    sim = F.normalize(x, dim=-1) @ F.normalize(z, dim=-1).reshape(b * k, -1).T / temperature  # (B, B*K)
+    valid = mask.reshape(1, b * k).expand(b, -1)  # (B, B*K)
+    own = torch.eye(b, dtype=torch.bool, device=x.device).repeat_interleave(k, dim=1) & valid  # positives
+    neg_inf = torch.finfo(sim.dtype).min
+    log_pos = torch.logsumexp(sim.masked_fill(~own, neg_inf), dim=1)  # log sum_pos exp(cos/tau)
+    log_all = torch.logsumexp(sim.masked_fill(~valid, neg_inf), dim=1)  # + sum_neg
+    return (log_all - log_pos).mean()
+
+
+def infonce(x: Tensor, z: Tensor, temperature: float) -> Tensor:
+    """Eq. 10: one I-frame z_i per clip; x: (B, C), z: (B, C)."""
+    logits = F.normalize(x, dim=-1) @ F.normalize(z, dim=-1).T / temperature  # (B, B)
+    return F.cross_entropy(logits, torch.arange(len(x), device=x.device))
+
+
+def l2_context(x: Tensor, z: Tensor) -> Tensor:
+    """Table IV's L2 objective: squared distance of the L2-normalised embeddings of a clip and one I-frame."""
+    return (F.normalize(x, dim=-1) - F.normalize(z, dim=-1)).pow(2).sum(-1).mean()
+
+
+def pick_one_iframe(z: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """For InfoNCE and L2 (Table IV): one random valid I-frame per clip. z: (B, K, C) -> (B, C)."""
+    noise = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
+    choice = (noise + mask.float() * 2).argmax(dim=1)  # a valid slot, uniformly among valid ones
+    return z[torch.arange(len(z), device=z.device), choice]
+
+
+def context_loss(kind: str, x: Tensor, z: Tensor, mask: Tensor, temperature: float) -> Tensor:
+    if kind == "mi_infonce":
+        return mi_infonce(x, z, mask, temperature)
+    single = pick_one_iframe(z, mask)
+    return infonce(x, single, temperature) if kind == "infonce" else l2_context(x, single)
+
+
+@torch.no_grad()
+def context_accuracy(x: Tensor, z: Tensor, mask: Tensor) -> Tensor:
+    """Table II's context-matching accuracy: the I-frame most similar to clip i belongs to clip i."""
+    b, k, _ = z.shape
+    sim = F.normalize(x, dim=-1) @ F.normalize(z, dim=-1).reshape(b * k, -1).T  # (B, B*K)
+    sim = sim.masked_fill(~mask.reshape(1, -1), -2.0)
+    owner = sim.argmax(dim=1) // k
+    return (owner == torch.arange(b, device=x.device)).float().mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# adversarial terms (Eqs. 1, 6, 7)
+
+
+def d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Discriminator side of min_G max_D E[log D(real)] + E[log(1 - D(fake))], as a loss to minimise."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def d_fake_loss(fake_logits: Tensor) -> Tensor:
+    return F.softplus(fake_logits).mean()
+
+
+def g_adv_loss(fake_logits: Tensor) -> Tensor:
+    """Non-saturating generator loss -log D(G(z))."""
+    return F.softplus(-fake_logits).mean()
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
+    """WGAN-GP term E[(||grad_P D(P)||_2 - 1)^2] on random interpolates of real and (detached) fake samples."""
+    alpha = torch.rand((len(real),) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    mixed = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
+    out = critic(mixed)
+    (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# reconstruction terms
+
+
+def masked_pose_l2(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Eq. 1's (1/T') sum_t ||p_t - p'_t||^2, with undetected joints left out.
+
+    pred, target: (B, T', N, 2); mask: (B, T', N). Averages the squared joint error over the valid
+    joints and multiplies by N, so with every joint valid it equals the paper's per-frame squared norm
+    averaged over frames.
+    """
+    err = (pred - target).pow(2).sum(-1)  # (B, T', N)
+    m = mask.to(err.dtype)
+    return (err * m).sum() / m.sum().clamp_min(1.0) * pred.shape[2]
+
+
+def pose_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Table II's pose-prediction MSE: mean squared coordinate error over valid joints."""
+    err = (pred - target).pow(2).mean(-1)
+    m = mask.to(err.dtype)
+    return (err * m).sum() / m.sum().clamp_min(1.0)
+
+
+def pixel_l2(pred: Tensor, target: Tensor) -> Tensor:
+    """Eqs. 6-7's (1/THW) sum ||v_t(h, w) - g_t(h, w)||_2^2 over (B, 3, T, H, W) videos."""
+    return (pred - target).pow(2).sum(1).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# inception score (Table II's video-generation metric)
+
+
+@torch.no_grad()
+def inception_score(probs: Tensor, splits: int = 1) -> float:
+    """IS = exp(E_x KL(p(y|x) || p(y))) from class probabilities (N, K) of generated samples."""
+    scores = []
+    for part in probs.chunk(splits):
+        py = part.mean(0, keepdim=True)
+        kl = (part * (part.clamp_min(1e-12).log() - py.clamp_min(1e-12).log())).sum(1).mean()
+        scores.append(math.exp(kl.item()))
+    return sum(scores) / len(scores)

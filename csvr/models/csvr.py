@@ -1,0 +1,64 @@
+"""The CSVR model, assembled from injected parts (Fig. 1).
+
+    CSVR(context, pose_generator, pose_discriminator, integration, reconstructor, predictor)
+
+`build_csvr(cfg)` makes the parts from a `Config`; tests pass tiny parts directly. Ablations swap parts
+(`model.integration`, `model.backbone`, `model.pose_encoder_layer`) rather than adding flags here.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from csvr.config import Config
+from csvr.models.backbones import build_video_net, r2d10
+from csvr.models.context import ContextBranch
+from csvr.models.integration import INTEGRATIONS
+from csvr.models.pose_gan import PoseDiscriminator, PoseGenerator, build_pose_gan
+from csvr.models.video_gan import VideoGAN, build_video_gan
+
+
+class CSVR(nn.Module):
+    def __init__(self, context: ContextBranch, pose_generator: PoseGenerator, pose_discriminator: PoseDiscriminator,
+                 integration: nn.Module, reconstructor: VideoGAN, predictor: VideoGAN):
+        super().__init__()
+        self.context = context
+        self.pose_generator, self.pose_discriminator = pose_generator, pose_discriminator
+        self.integration = integration
+        self.reconstructor, self.predictor = reconstructor, predictor
+
+    def features(self, clip: Tensor, poses: Tensor, pose_mask: Tensor) -> dict[str, Tensor]:
+        """f_d (pose encoder), f_s (V-network + g^V) and f_i (integration layer), each (B, C)."""
+        f_d = self.pose_generator.motion_feature(poses, pose_mask)
+        f_s = self.context.video_embedding(clip)
+        return {"f_d": f_d, "f_s": f_s, "f_i": self.integration(f_d, f_s)}
+
+    def discriminators(self) -> list[nn.Module]:
+        return [self.pose_discriminator, self.reconstructor.discriminator, self.predictor.discriminator]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return [p for d in self.discriminators() for p in d.parameters()]
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Everything that is not a discriminator: encoders, heads, integration layer, generators."""
+        d_ids = {id(p) for p in self.discriminator_parameters()}
+        return [p for p in self.parameters() if id(p) not in d_ids]
+
+
+def build_context(cfg: Config) -> ContextBranch:
+    m = cfg.model
+    return ContextBranch(build_video_net(m.backbone, m.width), r2d10(m.width), m.feature_dim, m.head_hidden)
+
+
+def build_pose(cfg: Config) -> tuple[PoseGenerator, PoseDiscriminator]:
+    m, d = cfg.model, cfg.data
+    return build_pose_gan(m.joints, m.pose_channels, d.clip_len, d.future_len, m.pose_noise_dim,
+                          m.feature_dim, m.head_hidden, m.pose_encoder_layer)
+
+
+def build_csvr(cfg: Config, integration: str | None = None) -> CSVR:
+    m, d = cfg.model, cfg.data
+    pose_g, pose_d = build_pose(cfg)
+    gan = lambda frames: build_video_gan(m.feature_dim, m.video_noise_dim, frames, d.size,  # noqa: E731
+                                         m.gen_channels, m.disc_channels)
+    return CSVR(build_context(cfg), pose_g, pose_d, INTEGRATIONS[integration or m.integration](m.feature_dim),
+                reconstructor=gan(d.clip_len), predictor=gan(d.future_len))

@@ -1,0 +1,385 @@
+"""The full CSVR pipeline for one config, as resumable stages shared between trials.
+
+    for event in run_trial(cfg, workdir, store_root):
+        ...   # {"kind": "stage" | "epoch" | "result", ...}
+
+Stages (Section III-E / IV-B): branch pretraining ("pose", "context", then "video" on the frozen
+branches), joint pretraining ("joint", Eq. 9), finetuning per downstream dataset, then evaluation.
+Each stage's output lives in `store_root/<stage>/<key>/`, where key is a hash of exactly the config
+fields the stage depends on (`STAGE_KEYS`), so trials that agree on them compute it once: all σ-grid
+trials share branch pretraining, Table I's trials share pretraining and differ only in finetuning.
+A file lock per stage key makes concurrent trials (on any node that sees the store) wait for the one
+that computes. Each stage checkpoints every epoch inside its folder, so a restarted trial resumes.
+Every part is initialised from a seed derived from (train.seed, part), so a stage's result depends only
+on its key: shared and unshared runs give the same numbers.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+from filelock import FileLock
+from torch.utils.data import DataLoader, Sampler
+
+from csvr import evaluation as E
+from csvr.config import Config, apply_overrides, finetune_for, flatten, to_dict
+from csvr.data.dataset import ClipDataset, EvalClips, default_context, seed_worker
+from csvr.data.sources import ensure_prepared
+from csvr.models.csvr import CSVR, build_context, build_pose
+from csvr.models.integration import INTEGRATIONS
+from csvr.models.video_gan import build_video_gan
+from csvr.training import checkpoint as ckpt
+from csvr.training.finetune import Classifier, Pretrained, feature_model, finetune_epochs, make_finetune_optim
+from csvr.training.loop import StageState, make_optimizers, resolve_device, train_stage
+
+STORE_VERSION = "1"
+_DATA = ("data.source", "data.cache_size", "data.split", "data.clip_len", "data.future_len", "data.stride",
+         "data.size", "data.batch_size", "data.max_videos")
+_OPTIM = ("train.seed", "train.lr_per_sample", "train.momentum", "train.weight_decay", "train.steps_per_epoch",
+          "train.amp", "train.gan_update")
+_POSE = _DATA + _OPTIM + ("model.joints", "model.pose_channels", "model.pose_noise_dim", "loss.pose_l2",
+                          "loss.gradient_penalty", "loss.adversarial", "train.pose_epochs")
+_CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim", "model.head_hidden",
+                             "loss.context", "loss.temperature", "train.context_epochs")
+_VIDEO = tuple(dict.fromkeys(_POSE + _CONTEXT + (
+    "model.integration", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
+    "model.disc_channels", "loss.video_l2", "loss.generation_target", "train.video_epochs")))
+_JOINT = _VIDEO + ("loss.sigma_p", "loss.sigma_c", "train.joint_epochs", "train.checkpoint_epochs")
+# The config fields each stage's output depends on: the sharing rule, in one place.
+STAGE_KEYS: dict[str, tuple[str, ...]] = {"pose": _POSE, "context": _CONTEXT, "video": _VIDEO, "joint": _JOINT}
+# The pretraining stages each feature source needs (see csvr.training.finetune for what they initialise).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "scratch": (), "f_d": ("pose",), "f_s": ("context",), "f_i_adain": ("pose", "context"),
+    "f_i_concat": ("pose", "context"), "f_i_full": ("pose", "context", "video", "joint")}
+# The parameters each pretraining stage saves (prefixes of CSVR.state_dict keys); video/joint save all.
+SAVES = {"pose": ("pose_generator.encoder.", "pose_generator.decoder.", "pose_discriminator."),
+         "context": ("context.",), "video": ("",), "joint": ("",)}
+UPSTREAM = {"pose": (), "context": (), "video": ("pose", "context"), "joint": ("video",)}
+
+
+def stage_key(stage: str, cfg: Config, extra: dict | None = None) -> str:
+    flat = flatten(cfg)
+    fields = {k: flat[k] for k in STAGE_KEYS.get(stage, ())} | (extra or {})
+    blob = json.dumps({"v": STORE_VERSION, "stage": stage, **fields}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage store
+
+
+@dataclass
+class StageStore:
+    root: Path
+
+    def path(self, stage: str, key: str) -> Path:
+        return Path(self.root) / stage.replace("/", "_") / key
+
+    def run(self, stage: str, key: str, compute: Callable[[Path], Iterator[dict]]) -> Iterator[dict]:
+        """Yield `compute(dir)`'s events unless the stage is done; always end with a "stage" event."""
+        out = self.path(stage, key)
+        if not (out / "done.json").exists():
+            out.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(out) + ".lock"):
+                if not (out / "done.json").exists():  # nobody finished it while we waited
+                    yield from compute(out)
+                    return
+        done = json.loads((out / "done.json").read_text())
+        yield {"kind": "stage", "stage": stage, "status": "reused", "seconds": done["seconds"], "key": key,
+               "path": str(out)}
+
+
+def _finish(out: Path, stage: str, key: str, seconds: float) -> dict:
+    (out / "done.json").write_text(json.dumps({"seconds": seconds, "stage": stage, "key": key}))
+    return {"kind": "stage", "stage": stage, "status": "computed", "seconds": seconds, "key": key, "path": str(out)}
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation per epoch from (seed, epoch): the order of epoch e does not depend on earlier epochs."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _loader(ds, batch_size: int, workers: int, sampler=None, drop_last: bool = False) -> DataLoader:
+    extra = dict(persistent_workers=True, worker_init_fn=seed_worker,
+                 multiprocessing_context=default_context()) if workers > 0 else {}
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
+                      pin_memory=torch.cuda.is_available(), **extra)
+
+
+def train_batches(cache: Path, cfg: Config, batch_size: int, train: bool = True,
+                  split: str = "train") -> Callable[[int], Iterable[dict]]:
+    """`batches(epoch)` for the loop: deterministic per (seed, epoch), augmentations included."""
+    d = cfg.data
+    ds = ClipDataset(cache, split, d.clip_len, d.future_len, d.stride, d.size, train=train, seed=cfg.train.seed,
+                     max_videos=d.max_videos)
+    if not train:  # held-out clips for the pretext metrics: every video once, in order
+        return lambda epoch: _loader(ds, max(2, min(batch_size, len(ds))), d.workers)
+    if len(ds) < batch_size:
+        raise ValueError(f"{cache}: the {split} split has {len(ds)} usable videos, fewer than the batch size "
+                         f"{batch_size}; lower data.batch_size / finetune.batch_size or raise data.max_videos")
+    sampler = EpochShuffle(len(ds), cfg.train.seed)
+    loader = _loader(ds, batch_size, d.workers, sampler, drop_last=True)
+
+    def batches(epoch: int) -> Iterable[dict]:
+        ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        return loader
+    return batches
+
+
+def eval_loader(cache: Path, cfg: Config, split: str, clips: int) -> DataLoader:
+    d = cfg.data
+    ds = EvalClips(cache, split, d.clip_len, d.stride, d.size, clips, max_videos=d.max_videos)
+    return _loader(ds, max(1, cfg.finetune.batch_size // clips), d.workers)
+
+
+def dataset_kind(spec: str) -> str:
+    return spec.split(":", 1)[0].lower()
+
+
+def prepared(spec: str, cfg: Config) -> Path:
+    return ensure_prepared(spec, cfg.data.cache_size, cfg.data.cache_root, split=cfg.data.split)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, part: str):
+    """Initialise `part` from its own seed so it does not depend on what was built before it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 1000 + zlib.crc32(part.encode()) % 1000)
+        yield
+
+
+def build_model(cfg: Config) -> CSVR:
+    m, d, seed = cfg.model, cfg.data, cfg.train.seed
+    with _seeded(seed, "pose"):
+        pose_g, pose_d = build_pose(cfg)
+    with _seeded(seed, "context"):
+        context = build_context(cfg)
+    with _seeded(seed, "video"):
+        integration = INTEGRATIONS[m.integration](m.feature_dim)
+        gans = [build_video_gan(m.feature_dim, m.video_noise_dim, t, d.size, m.gen_channels, m.disc_channels)
+                for t in (d.clip_len, d.future_len)]
+    return CSVR(context, pose_g, pose_d, integration, *gans)
+
+
+def _load_parts(model: CSVR, path: Path) -> None:
+    state = ckpt.load(path)["model"]
+    missing = set(state) - set(model.state_dict())
+    if missing:
+        raise RuntimeError(f"{path} does not fit this model: unexpected keys {sorted(missing)[:5]}")
+    model.load_state_dict(state, strict=False)
+
+
+def _saved_state(model: CSVR, stage: str) -> dict:
+    return {k: v for k, v in model.state_dict().items() if k.startswith(SAVES[stage])}
+
+
+# ---------------------------------------------------------------------------------------------
+# pretraining stages
+
+
+def pretrain_stage(stage: str, cfg: Config, cache: Path, upstream: dict[str, Path], out: Path, key: str,
+                   device: torch.device) -> Iterator[dict]:
+    """Train one pretraining stage into `out`, resuming from `out/progress.pt` if it exists."""
+    model = build_model(cfg).to(device)
+    for name in UPSTREAM[stage]:
+        _load_parts(model, upstream[name] / "model.pt")
+    opt = make_optimizers(model, stage, cfg)
+    state, seconds = StageState(), 0.0
+    torch.manual_seed(cfg.train.seed * 1000 + zlib.crc32(stage.encode()) % 1000)
+    if (out / "progress.pt").exists():
+        saved = ckpt.load(out / "progress.pt", device)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optim"])
+        state, seconds = StageState(**saved["state"]), float(saved["seconds"])
+        ckpt.set_rng_state(saved["rng"])
+    epochs = getattr(cfg.train, f"{stage}_epochs")
+    batches = train_batches(cache, cfg, cfg.data.batch_size)
+    t0 = time.perf_counter()
+    for event in train_stage(model, stage, cfg, batches, state, epochs, opt, device):
+        if event["kind"] == "epoch":
+            elapsed = seconds + time.perf_counter() - t0
+            ckpt.save(out / "progress.pt", model=model.state_dict(), optim=opt.state_dict(),
+                      state=vars(state).copy(), seconds=torch.tensor(elapsed), rng=ckpt.rng_state())
+            if stage == "joint" and state.epoch in cfg.train.checkpoint_epochs:
+                ckpt.save(out / f"epoch_{state.epoch}.pt", model=_saved_state(model, stage))
+        yield event
+    ckpt.save(out / "model.pt", model=_saved_state(model, stage))
+    total = seconds + time.perf_counter() - t0
+    (out / "progress.pt").unlink(missing_ok=True)
+    yield _finish(out, stage, key, total)
+
+
+# ---------------------------------------------------------------------------------------------
+# finetuning and evaluation
+
+
+def _pretrained(cfg: Config, stages: dict[str, Path], device: torch.device) -> Pretrained:
+    def part(stage: str, file: str = "model.pt") -> CSVR:
+        model = build_model(cfg)
+        _load_parts(model, stages[stage] / file)
+        return model.to(device)
+    joint_file = f"epoch_{cfg.eval.pretrain_epoch}.pt" if cfg.eval.pretrain_epoch else "model.pt"
+    return Pretrained(pose_generator=lambda: part("pose").pose_generator, context=lambda: part("context").context,
+                      joint=lambda: part("joint", joint_file))
+
+
+def finetune_stage(cfg: Config, spec: str, stages: dict[str, Path], out: Path, key: str,
+                   device: torch.device) -> Iterator[dict]:
+    """Finetune a classifier from `cfg.eval.feature_source` on dataset `spec`; resumable per epoch."""
+    cache = prepared(spec, cfg)
+    kind, ft = dataset_kind(spec), finetune_for(dataset_kind(spec), cfg.finetune)
+    classes = len(json.loads((cache / "classes.json").read_text()))
+    with _seeded(cfg.train.seed, "finetune"):
+        model = Classifier(feature_model(cfg.eval.feature_source, cfg, _pretrained(cfg, stages, device)),
+                           classes, ft.dropout).to(device)
+    opt, sched = make_finetune_optim(model, ft, ft.epochs)
+    start, seconds = 0, 0.0
+    torch.manual_seed(cfg.train.seed * 1000 + 7)
+    if (out / "progress.pt").exists():
+        saved = ckpt.load(out / "progress.pt", device)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optim"])
+        sched.load_state_dict(saved["sched"])
+        start, seconds = int(saved["epoch"]), float(saved["seconds"])
+        ckpt.set_rng_state(saved["rng"])
+    batches = train_batches(cache, cfg, ft.batch_size)
+    t0 = time.perf_counter()
+    for ev in finetune_epochs(model, batches, opt, sched, start, ft.epochs, ft.steps_per_epoch, device):
+        ckpt.save(out / "progress.pt", model=model.state_dict(), optim=opt.state_dict(), sched=sched.state_dict(),
+                  epoch=torch.tensor(ev["epoch"]), seconds=torch.tensor(seconds + time.perf_counter() - t0),
+                  rng=ckpt.rng_state())
+        yield {"kind": "epoch", "stage": f"finetune/{kind}", "epoch": ev["epoch"],
+               f"finetune/{kind}/loss": ev["loss"], f"finetune/{kind}/acc": ev["acc"]}
+    ckpt.save(out / "model.pt", model=model.state_dict())
+    (out / "progress.pt").unlink(missing_ok=True)
+    yield _finish(out, f"finetune/{kind}", key, seconds + time.perf_counter() - t0)
+
+
+def load_classifier(cfg: Config, spec: str, stages: dict[str, Path], out: Path, device: torch.device) -> Classifier:
+    cache = prepared(spec, cfg)
+    classes = len(json.loads((cache / "classes.json").read_text()))
+    ft = finetune_for(dataset_kind(spec), cfg.finetune)
+    model = Classifier(feature_model(cfg.eval.feature_source, cfg, _pretrained(cfg, stages, device)), classes,
+                       ft.dropout).to(device)
+    model.load_state_dict(ckpt.load(out / "model.pt", device)["model"])
+    return model
+
+
+def evaluate(cfg: Config, spec: str, classifier: Classifier, stages: dict[str, Path], device: torch.device,
+             artifacts: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """Recognition with the finetuned classifier, retrieval with the pretrained representation."""
+    from csvr import reports
+
+    cache, kind = prepared(spec, cfg), dataset_kind(spec)
+    test = eval_loader(cache, cfg, "test", cfg.eval.test_clips)
+    probs, labels = E.video_scores(classifier, test, device)
+    classes = json.loads((cache / "classes.json").read_text())
+    rec = E.recognition(probs, labels, len(classes))
+    with _seeded(cfg.train.seed, "finetune"):
+        pretrained = feature_model(cfg.eval.feature_source, cfg, _pretrained(cfg, stages, device)).to(device)
+    clips = cfg.eval.retrieval_clips
+    gallery = E.video_features(pretrained, eval_loader(cache, cfg, "train", clips), device)
+    query = E.video_features(pretrained, eval_loader(cache, cfg, "test", clips), device)
+    ret = E.retrieval(*query, *gallery, cfg.eval.retrieval_ks)
+    metrics = {f"eval/{kind}/top1": rec["top1"], f"eval/{kind}/mean_class_acc": rec["mean_class_acc"],
+               **{f"eval/{kind}/{k}": v for k, v in ret.items()}}
+    files = reports.write_eval_artifacts(artifacts / "eval" / kind, rec, ret, classes)
+    return metrics, {f"eval/{kind}/{p.name}": str(p) for p in files}
+
+
+# ---------------------------------------------------------------------------------------------
+# one trial
+
+
+def run_trial(cfg: Config, workdir: Path, store_root: Path) -> Iterator[dict]:
+    """Branch pretraining -> joint pretraining -> finetune -> evaluate, yielding events (module docstring)."""
+    from csvr import reports
+
+    device = resolve_device(cfg.train.device)
+    store, workdir = StageStore(Path(store_root)), Path(workdir)
+    cache = prepared(cfg.data.source, cfg)
+    stages: dict[str, Path] = {}
+    events: list[dict] = []
+    for stage in NEEDS[cfg.eval.feature_source]:
+        key = stage_key(stage, cfg)
+        compute = lambda out, s=stage, k=key: pretrain_stage(s, cfg, cache, stages, out, k, device)  # noqa
+        for ev in store.run(stage, key, compute):
+            events.append(ev)
+            yield ev
+        stages[stage] = store.path(stage, key)
+    metrics: dict[str, float] = {}
+    artifacts = workdir / "artifacts"
+    files = {"config.json": str(reports.write_json(artifacts / "config.json", to_dict(cfg)))}
+    for spec in cfg.data.finetune_sources or (cfg.data.source,):
+        key = stage_key("joint", cfg, {"finetune": flatten(cfg), "dataset": spec})
+        name = f"finetune/{dataset_kind(spec)}"
+        for ev in store.run(name, key, lambda out, s=spec, k=key: finetune_stage(cfg, s, stages, out, k, device)):
+            events.append(ev)
+            yield ev
+        classifier = load_classifier(cfg, spec, stages, store.path(name, key), device)
+        m, f = evaluate(cfg, spec, classifier, stages, device, artifacts)
+        metrics.update(m)
+        files.update(f)
+    if "joint" in stages:
+        extra_events, pretext, samples = _pretext(cfg, cache, stages, store, device, artifacts)
+        for ev in extra_events:
+            events.append(ev)
+            yield ev
+        metrics.update(pretext)
+        files.update(samples)
+    files["checkpoint.txt"] = str(reports.write_text(artifacts / "checkpoint.txt", "\n".join(
+        f"{s}: {p}" for s, p in stages.items()) + "\n"))
+    stage_events = [e for e in events if e["kind"] == "stage"]
+    yield {"kind": "result", "metrics": metrics, "artifacts": files,
+           "compute_seconds": sum(e["seconds"] for e in stage_events if e["status"] == "computed"),
+           "saved_seconds": sum(e["seconds"] for e in stage_events if e["status"] == "reused"),
+           "stages": {e["stage"]: e["status"] for e in stage_events}}
+
+
+def _pretext(cfg: Config, cache: Path, stages: dict[str, Path], store: StageStore, device: torch.device,
+             artifacts: Path) -> tuple[list[dict], dict[str, float], dict[str, str]]:
+    """Table II's pretext metrics on the test split; the IS classifier is the shared scratch classifier."""
+    from csvr import reports
+
+    scratch_cfg = apply_overrides(cfg, {"eval.feature_source": "scratch"})
+    spec = cfg.data.source
+    key = stage_key("joint", scratch_cfg, {"finetune": flatten(scratch_cfg), "dataset": spec, "scratch": True})
+    name = f"finetune/{dataset_kind(spec)}"
+    events = list(store.run(name, key, lambda out: finetune_stage(scratch_cfg, spec, {}, out, key, device)))
+    is_classifier = load_classifier(scratch_cfg, spec, {}, store.path(name, key), device)
+    joint_file = f"epoch_{cfg.eval.pretrain_epoch}.pt" if cfg.eval.pretrain_epoch else "model.pt"
+    model = build_model(cfg)
+    _load_parts(model, stages["joint"] / joint_file)
+    model.to(device)
+    test = train_batches(cache, cfg, cfg.data.batch_size, train=False, split="test")(0)
+    metrics = E.pretext_metrics(model, test, is_classifier, device)
+    samples = reports.write_samples(artifacts / "samples", model, next(iter(test)), device)
+    return events, {f"pretext/{k}": v for k, v in metrics.items()}, {f"samples/{p.name}": str(p) for p in samples}

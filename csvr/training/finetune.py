@@ -1,0 +1,138 @@
+"""Finetuning for action recognition from a chosen feature source (Table I).
+
+What each `eval.feature_source` initialises (the classifier is always dropout + a fresh linear layer):
+  scratch     V-network, randomly initialised (Table I's "training from scratch"); feature = pooled V-net output
+  f_d         pose encoder of G_p from pose-branch pretraining + a fresh conv + MLP head; input = pose sequence
+  f_s         V-network + g^V from context-branch pretraining; input = clip
+  f_i_adain   pose encoder and V-network + g^V from branch pretraining, a fresh AdaIN integration layer
+              ("without optimization from video generating branch")
+  f_i_concat  the same with a fresh concat integration layer
+  f_i_full    everything (pose encoder + head, V-network + g^V, integration layer) from joint pretraining (Eq. 9)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from csvr.config import Config, FinetuneConfig
+from csvr.models.backbones import build_video_net
+from csvr.models.context import ContextBranch
+from csvr.models.integration import INTEGRATIONS
+from csvr.models.pose_gan import PoseGenerator
+
+
+class VideoFeature(nn.Module):
+    """clip -> V-network (+ g^V when given): the scratch and f_s features."""
+
+    def __init__(self, video_net: nn.Module, head: nn.Module | None = None, out_dim: int | None = None):
+        super().__init__()
+        self.video_net, self.head = video_net, head
+        self.out_dim = out_dim or video_net.out_dim
+
+    def forward(self, batch: dict) -> Tensor:
+        h = self.video_net(batch["clip"])
+        return self.head(h) if self.head is not None else h
+
+
+class MotionFeature(nn.Module):
+    """poses -> f_d."""
+
+    def __init__(self, pose_generator: PoseGenerator, out_dim: int):
+        super().__init__()
+        self.pose_generator, self.out_dim = pose_generator, out_dim
+
+    def forward(self, batch: dict) -> Tensor:
+        return self.pose_generator.motion_feature(batch["poses"], batch["pose_mask"])
+
+
+class IntegratedFeature(nn.Module):
+    """clip + poses -> f_i = integration(f_d, f_s)."""
+
+    def __init__(self, context: ContextBranch, pose_generator: PoseGenerator, integration: nn.Module, out_dim: int):
+        super().__init__()
+        self.context, self.pose_generator, self.integration = context, pose_generator, integration
+        self.out_dim = out_dim
+
+    def forward(self, batch: dict) -> Tensor:
+        f_d = self.pose_generator.motion_feature(batch["poses"], batch["pose_mask"])
+        return self.integration(f_d, self.context.video_embedding(batch["clip"]))
+
+
+class Classifier(nn.Module):
+    """feature -> dropout (the paper's 0.3 in the second-to-last layer) -> linear."""
+
+    def __init__(self, feature: nn.Module, classes: int, dropout: float):
+        super().__init__()
+        self.feature, self.dropout = feature, nn.Dropout(dropout)
+        self.fc = nn.Linear(feature.out_dim, classes)
+
+    def forward(self, batch: dict) -> Tensor:
+        return self.fc(self.dropout(self.feature(batch)))
+
+
+def feature_model(source: str, cfg: Config, pretrained: "Pretrained") -> nn.Module:
+    """Build the feature extractor for `source` from pretrained parts (see the module docstring)."""
+    c = cfg.model.feature_dim
+    if source == "scratch":
+        return VideoFeature(build_video_net(cfg.model.backbone, cfg.model.width))
+    if source == "f_d":
+        return MotionFeature(pretrained.pose_generator(), c)
+    if source == "f_s":
+        ctx = pretrained.context()
+        return VideoFeature(ctx.video_net, ctx.video_head, c)
+    if source in ("f_i_adain", "f_i_concat"):
+        fresh = INTEGRATIONS[source.removeprefix("f_i_")](c)
+        return IntegratedFeature(pretrained.context(), pretrained.pose_generator(), fresh, c)
+    if source == "f_i_full":
+        m = pretrained.joint()
+        return IntegratedFeature(m.context, m.pose_generator, m.integration, c)
+    raise ValueError(f"unknown feature source {source!r}")
+
+
+@dataclass
+class Pretrained:
+    """Lazily loaded pretrained parts; the pipeline fills the loaders from its stage outputs."""
+    pose_generator: Callable[[], PoseGenerator]
+    context: Callable[[], ContextBranch]
+    joint: Callable[[], nn.Module]
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def make_finetune_optim(model: nn.Module, ft: FinetuneConfig, total_epochs: int):
+    """SGD lr = lr_per_sample x B with cosine annealing over the epochs (Section IV-B, Finetuning)."""
+    opt = torch.optim.SGD(model.parameters(), lr=ft.lr_per_sample * ft.batch_size, momentum=ft.momentum,
+                          weight_decay=ft.weight_decay)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_epochs, 1))
+
+
+def finetune_epochs(model: Classifier, batches: Callable[[int], Iterable[dict]], opt, sched, start: int,
+                    epochs: int, steps_per_epoch: int, device: torch.device) -> Iterator[dict]:
+    """Cross-entropy finetuning; yields {"epoch", "loss", "acc"} after each epoch (one host sync per epoch)."""
+    for epoch in range(start, epochs):
+        model.train()
+        total, correct, count = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        for i, batch in enumerate(batches(epoch)):
+            if steps_per_epoch and i >= steps_per_epoch:
+                break
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+            logits = model(batch)
+            loss = F.cross_entropy(logits, batch["label"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(logits)
+            correct += (logits.argmax(1) == batch["label"]).sum()
+            count += len(logits)
+        sched.step()
+        loss_v, acc_v = (total / max(count, 1)).item(), (correct / max(count, 1)).item()
+        if not math.isfinite(loss_v):
+            raise FloatingPointError(f"finetuning loss became non-finite in epoch {epoch + 1}")
+        yield {"epoch": epoch + 1, "loss": loss_v, "acc": acc_v}

@@ -1,0 +1,209 @@
+"""The one training loop of CSVR pretraining, with the GAN phases written out.
+
+    for metrics in train_stage(model, "joint", cfg, batches, state, device):
+        print(metrics)           # the CLI prints JSON, the Ray trainable reports, tests assert
+
+`batches(epoch)` returns that epoch's iterable of batches (deterministic per epoch, so a resumed run sees
+the same data as an uninterrupted one). The loop yields a metrics dict every `train.log_every` steps
+(`kind="log"`) and at the end of every epoch (`kind="epoch"`, after `state.epoch` has advanced, which
+is when the caller checkpoints). Host synchronisation happens only there: per-step values stay on the
+device, and a non-finite term is remembered on the device with the step that produced it.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from csvr.config import Config
+from csvr.models.csvr import CSVR
+from csvr.training.steps import Terms, stage_has_discriminator, stage_terms
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the message names the term and the step."""
+
+
+@dataclass
+class StageState:
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimiser steps taken in this stage
+
+
+@dataclass
+class Optimizers:
+    g: torch.optim.Optimizer
+    d: torch.optim.Optimizer | None
+
+    def state_dict(self) -> dict:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict() if self.d else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.g.load_state_dict(state["g"])
+        if self.d is not None:
+            self.d.load_state_dict(state["d"])
+
+
+def stage_parameters(model: CSVR, stage: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(generator/encoder side, discriminator side) parameters that `stage` trains."""
+    pg = model.pose_generator
+    if stage == "pose":
+        return [*pg.encoder.parameters(), *pg.decoder.parameters()], list(model.pose_discriminator.parameters())
+    if stage == "context":
+        return list(model.context.parameters()), []
+    if stage == "video":
+        g = [*pg.head.parameters(), *model.integration.parameters(), *model.reconstructor.generator.parameters(),
+             *model.predictor.generator.parameters()]
+        return g, [*model.reconstructor.discriminator.parameters(), *model.predictor.discriminator.parameters()]
+    return model.generator_parameters(), model.discriminator_parameters()
+
+
+def make_optimizers(model: CSVR, stage: str, cfg: Config) -> Optimizers:
+    """SGD, lr = lr_per_sample x B, momentum 0.9, weight decay 0.005 (Section IV-B), one per side."""
+    t, lr = cfg.train, cfg.train.lr_per_sample * cfg.data.batch_size
+    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
+    sgd = lambda ps: torch.optim.SGD(ps, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay, **fused)  # noqa
+    g, d = stage_parameters(model, stage)
+    return Optimizers(sgd(g), sgd(d) if d else None)
+
+
+def set_train_mode(model: CSVR, stage: str) -> None:
+    """Train what the stage trains; frozen parts run in eval mode (BatchNorm uses running statistics)."""
+    model.train()
+    if stage == "video":
+        model.pose_generator.encoder.eval()
+        model.context.eval()
+
+
+def train_step(model: CSVR, batch: dict, stage: str, cfg: Config, opt: Optimizers) -> Terms:
+    """One update. OSGAN: one backward serves both players. Alternating: D phase, then G phase."""
+    autocast = _autocast(cfg, batch["clip"].device)
+    if cfg.train.gan_update == "osgan" or not stage_has_discriminator(stage):
+        with autocast:
+            terms = stage_terms(model, batch, stage, cfg, mode="one_stage")
+        _zero(opt)
+        (terms.d + terms.g).backward()
+        _step(opt)
+        return terms
+    # 1. discriminator phase: fakes detached
+    with autocast:
+        d_terms = stage_terms(model, batch, stage, cfg, mode="d")
+    _zero(opt)
+    d_terms.d.backward()
+    opt.d.step()
+    # 2. generator/encoder phase: discriminators frozen
+    with _frozen(model.discriminators()), autocast:
+        g_terms = stage_terms(model, batch, stage, cfg, mode="g")
+    opt.g.zero_grad(set_to_none=True)
+    g_terms.g.backward()
+    opt.g.step()
+    return Terms(d_terms.d.detach(), g_terms.g.detach(), {**d_terms.logs, **g_terms.logs})
+
+
+def train_stage(model: CSVR, stage: str, cfg: Config, batches: Callable[[int], Iterable[dict]],
+                state: StageState, epochs: int, opt: Optimizers, device: torch.device) -> Iterator[dict]:
+    tracker = _Tracker(device)
+    for epoch in range(state.epoch, epochs):
+        set_train_mode(model, stage)
+        for batch in _limit(batches(epoch), cfg.train.steps_per_epoch):
+            terms = train_step(model, to_device(batch, device, cfg), stage, cfg, opt)
+            state.step += 1
+            tracker.add(_named(stage, terms), state.step)
+            if state.step % cfg.train.log_every == 0:
+                yield {"kind": "log", "stage": stage, "epoch": epoch, "step": state.step, **tracker.flush()}
+        state.epoch = epoch + 1
+        yield {"kind": "epoch", "stage": stage, "epoch": state.epoch, "step": state.step, **tracker.flush()}
+
+
+def to_device(batch: dict, device: torch.device, cfg: Config) -> dict:
+    cuda = device.type == "cuda"
+    out = {k: v.to(device, non_blocking=cuda) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if cuda and cfg.train.channels_last:
+        for k in ("clip", "future"):
+            if k in out:
+                out[k] = out[k].contiguous(memory_format=torch.channels_last_3d)
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+class _Tracker:
+    """Running sums of the logged terms on the device, and the first step at which each was non-finite."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.sums, self.bad, self.count = device, {}, {}, 0
+
+    def add(self, logs: dict[str, torch.Tensor], step: int) -> None:
+        self.count += 1
+        for name, value in logs.items():
+            v = torch.as_tensor(value, device=self.device).float().detach()
+            self.sums[name] = self.sums.get(name, 0.0) + v
+            first = self.bad.get(name, torch.tensor(-1, device=self.device))
+            self.bad[name] = torch.where((first < 0) & ~torch.isfinite(v), torch.tensor(step, device=self.device),
+                                         first)
+
+    def flush(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        names = list(self.sums)
+        bad = torch.stack([self.bad[n] for n in names]).tolist()  # the one host sync per interval
+        for name, step in zip(names, bad):
+            if step >= 0:
+                raise NonFiniteLossError(f"loss term {name} became non-finite at step {step}; lower the learning "
+                                         "rate or check the input data")
+        means = (torch.stack([self.sums[n] for n in names]) / self.count).tolist()
+        self.sums, self.bad, self.count = {}, {}, 0
+        return dict(zip(names, means))
+
+
+def _named(stage: str, terms: Terms) -> dict[str, torch.Tensor]:
+    logs = {f"train/{stage}/{k}": v for k, v in terms.logs.items()}
+    logs[f"train/{stage}/loss"] = torch.as_tensor(terms.d).detach() + torch.as_tensor(terms.g).detach()
+    return logs
+
+
+def _limit(batches: Iterable[dict], steps: int) -> Iterable[dict]:
+    return itertools.islice(batches, steps) if steps > 0 else batches
+
+
+def _zero(opt: Optimizers) -> None:
+    opt.g.zero_grad(set_to_none=True)
+    if opt.d is not None:
+        opt.d.zero_grad(set_to_none=True)
+
+
+def _step(opt: Optimizers) -> None:
+    opt.g.step()
+    if opt.d is not None:
+        opt.d.step()
+
+
+def _autocast(cfg: Config, device: torch.device):
+    if device.type == "cuda" and cfg.train.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _frozen(modules: list[nn.Module]):
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)

@@ -1,0 +1,160 @@
+"""The loss of each training stage as named terms (Eqs. 1, 2, 6-9), for one batch.
+
+Each branch function returns `Terms(d, g, logs)`: `d` is the discriminator-side loss, `g` the
+generator/encoder-side loss and `logs` detached values named `<branch>/<term>`. `mode` says which update
+they are for:
+  "one_stage"  the OSGAN update: fakes reach the discriminators through `csvr.osgan.one_stage`, and
+               d + g is backpropagated once;
+  "d"          the discriminator phase of an alternating update (fakes detached, no generator graph);
+  "g"          the generator phase (discriminators frozen by the caller).
+The discriminators' losses are not weighted by sigma: in Eq. 9 sigma_p scales the min-max objective,
+which changes only the discriminator's step size; the generator side carries the weights.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from csvr import losses as L
+from csvr.config import Config, LossConfig
+from csvr.models.csvr import CSVR
+from csvr.models.video_gan import VideoGAN
+from csvr.osgan import generator_scale, one_stage
+
+STAGES = ("pose", "context", "video", "joint")
+
+
+@dataclass
+class Terms:
+    d: Tensor | float = 0.0
+    g: Tensor | float = 0.0
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+    def add(self, other: "Terms", weight: float = 1.0) -> "Terms":
+        """Sum with `other`, whose generator side is scaled by `weight` (its logs are kept unweighted)."""
+        return Terms(self.d + other.d, self.g + weight * other.g, {**self.logs, **other.logs})
+
+
+def video_weights(target: str) -> dict[str, float]:
+    """Eq. 8, L_video = (L_r + L_p) / 2, or one of them alone (Table V)."""
+    return {"both": {"reconstruct": 0.5, "predict": 0.5}, "reconstruct": {"reconstruct": 1.0},
+            "predict": {"predict": 1.0}}[target]
+
+
+# ---------------------------------------------------------------------------------------------
+# branches
+
+
+def pose_terms(model: CSVR, batch: dict, cfg: LossConfig, mode: str, g_weight: float = 1.0,
+               train_encoder: bool = True) -> Terms:
+    """Eq. 1: adversarial + masked L2 + WGAN-GP on D_p(. | P_in)."""
+    poses, mask = batch["poses"], batch["pose_mask"]
+    real, fmask = batch["future_poses"], batch["future_pose_mask"]
+    with torch.no_grad() if mode == "d" or not train_encoder else nullcontext():
+        pred, _ = model.pose_generator(poses, mask)  # P_gen (B, T', N, 2)
+    critic = lambda p: model.pose_discriminator(p, poses, mask, fmask)  # noqa: E731
+    return _adversarial(critic, real, pred, L.masked_pose_l2(pred, real, fmask), "pose", cfg, mode, g_weight,
+                        cfg.pose_l2, cfg.gradient_penalty)
+
+
+def video_terms(gan: VideoGAN, f_i: Tensor, target: Tensor, name: str, cfg: LossConfig, mode: str,
+                g_weight: float) -> Terms:
+    """Eq. 6 (reconstructor, target = current clip) or Eq. 7 (predictor, target = future clip)."""
+    with torch.no_grad() if mode == "d" else nullcontext():
+        fake = gan.generator(f_i.detach() if mode == "d" else f_i)  # (B, 3, T, S, S)
+    return _adversarial(gan.discriminator, target, fake, L.pixel_l2(fake, target), name, cfg, mode, g_weight,
+                        cfg.video_l2, 0.0)
+
+
+def context_terms(model: CSVR, batch: dict, cfg: LossConfig) -> tuple[Terms, Tensor]:
+    """Eq. 2 (or Eq. 10 / L2 for Table IV). Returns the terms and f_s."""
+    f_s = model.context.video_embedding(batch["clip"])  # x* (B, C)
+    z = model.context.iframe_embedding(batch["iframes"])  # z* (B, K, C)
+    loss = L.context_loss(cfg.context, f_s, z, batch["iframe_mask"], cfg.temperature)
+    logs = {"context/loss": loss.detach(), "context/acc": L.context_accuracy(f_s.detach(), z.detach(),
+                                                                            batch["iframe_mask"])}
+    return Terms(0.0, loss, logs), f_s
+
+
+def _adversarial(critic, real: Tensor, fake: Tensor, l2: Tensor, name: str, cfg: LossConfig, mode: str,
+                 g_weight: float, l2_weight: float, gp_weight: float) -> Terms:
+    """The shared GAN pattern of Eqs. 1, 6, 7 for one generator/discriminator pair."""
+    adv = cfg.adversarial
+    logs = {f"{name}/l2": l2.detach()}
+    if mode == "g":
+        fake_logits = critic(fake)
+        g_adv = L.g_adv_loss(fake_logits)
+        logs[f"{name}/g_adv"] = g_adv.detach()
+        return Terms(0.0, g_weight * (adv * g_adv + l2_weight * l2), logs)
+    real_logits = critic(real)
+    if mode == "one_stage":
+        fake_in, scale = one_stage(fake)
+        fake_logits = critic(fake_in)
+        scale.copy_(generator_scale(fake_logits, g_weight * adv, adv))
+        g = g_weight * l2_weight * l2
+    else:  # "d"
+        fake_logits = critic(fake.detach())
+        g = 0.0
+    d = adv * L.d_loss(real_logits, fake_logits)
+    logs.update({f"{name}/d_real": L.F.softplus(-real_logits).mean().detach(),
+                 f"{name}/d_fake": L.d_fake_loss(fake_logits).detach(),
+                 f"{name}/g_adv": L.g_adv_loss(fake_logits).detach()})
+    if gp_weight > 0:
+        gp = L.gradient_penalty(critic, real, fake)
+        d = d + gp_weight * gp
+        logs[f"{name}/gp"] = gp.detach()
+    return Terms(d, g, logs)
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+
+
+def stage_terms(model: CSVR, batch: dict, stage: str, cfg: Config, mode: str) -> Terms:
+    """The loss of one stage: branch pretraining ("pose", "context", "video") or Eq. 9 ("joint")."""
+    lc = cfg.loss
+    if stage == "pose":
+        return pose_terms(model, batch, lc, mode)
+    if stage == "context":
+        return context_terms(model, batch, lc)[0]
+    if stage == "video":
+        return _video_stage(model, batch, lc, mode)
+    if stage == "joint":
+        return _joint_stage(model, batch, lc, mode)
+    raise ValueError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+
+
+def _video_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
+    """Video GAN pretraining on the frozen, branch-pretrained encoders: trains the motion head (conv + MLP
+    after the pose encoder), the integration layer and both video GANs."""
+    with torch.no_grad():
+        feats = model.pose_generator.encoder(batch["poses"], batch["pose_mask"])
+        f_s = model.context.video_embedding(batch["clip"])
+    f_d = model.pose_generator.head(feats[model.pose_generator.feature_layer - 1])
+    return _video_terms(model, model.integration(f_d, f_s), batch, lc, mode)
+
+
+def _joint_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
+    """Eq. 9: L = sigma_p L_pose + sigma_c L_context + L_video, end to end."""
+    pose = pose_terms(model, batch, lc, mode, g_weight=lc.sigma_p)
+    context, f_s = context_terms(model, batch, lc)
+    f_d = model.pose_generator.motion_feature(batch["poses"], batch["pose_mask"])
+    video = _video_terms(model, model.integration(f_d, f_s), batch, lc, mode)
+    terms = pose.add(video).add(context, weight=lc.sigma_c if mode != "d" else 0.0)
+    return terms
+
+
+def _video_terms(model: CSVR, f_i: Tensor, batch: dict, lc: LossConfig, mode: str) -> Terms:
+    gans = {"reconstruct": (model.reconstructor, batch["clip"]), "predict": (model.predictor, batch["future"])}
+    total = Terms()
+    for name, weight in video_weights(lc.generation_target).items():
+        gan, target = gans[name]
+        total = total.add(video_terms(gan, f_i, target, name, lc, mode, g_weight=weight))
+    return total
+
+
+def stage_has_discriminator(stage: str) -> bool:
+    return stage != "context"
