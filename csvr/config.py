@@ -161,7 +161,9 @@ def preset(name: str) -> Config:
 
 def finetune_for(dataset_kind: str, base: FinetuneConfig) -> FinetuneConfig:
     """The paper's per-dataset finetuning recipe: HMDB51 doubles the lr and lowers the weight decay."""
-    if dataset_kind == "hmdb51" and base == FinetuneConfig():
+    default = FinetuneConfig()
+    if dataset_kind == "hmdb51" and (base.lr_per_sample, base.weight_decay) == (default.lr_per_sample,
+                                                                               default.weight_decay):
         return replace(base, lr_per_sample=0.0002, weight_decay=0.002)
     return base
 
@@ -265,7 +267,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             (item_type, _) = typing.get_args(hint)
             if isinstance(value, str):
                 value = [v for v in value.strip("()[] ").split(",") if v.strip()]
-            return tuple(item_type(v) if not isinstance(v, str) else item_type(v.strip()) for v in value)
+            return tuple(item_type(v.strip().strip("'\"")) if isinstance(v, str) else item_type(v) for v in value)
         if hint is bool:
             if isinstance(value, str):
                 if value.lower() in ("1", "true", "yes", "on"):

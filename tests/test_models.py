@@ -1,0 +1,118 @@
+"""Shape and wiring tests of the CSVR parts (csvr.models.*) at the tiny size, and one paper-size forward.
+
+Run: python -m pytest tests/test_models.py -q
+"""
+import pytest
+import torch
+
+from csvr.config import apply_overrides, paper, tiny
+from csvr.models.backbones import VIDEO_NETS
+from csvr.models.csvr import build_csvr
+from csvr.models.integration import AdaINIntegration, ConcatIntegration
+from csvr.training.loop import stage_parameters
+from tests.conftest import random_batch
+
+torch.set_num_threads(1)
+BACKBONES = sorted(VIDEO_NETS)
+
+
+def tiny4(**overrides):
+    return apply_overrides(tiny(), {"data.batch_size": 4, **overrides})
+
+
+def check_parts(model, cfg, batch):
+    d, c = cfg.data, cfg.model.feature_dim
+    b, s, n = d.batch_size, d.size, cfg.model.joints
+    k = batch["iframes"].shape[1]
+    feats = model.features(batch["clip"], batch["poses"], batch["pose_mask"])
+    assert {name: f.shape for name, f in feats.items()} == {"f_d": (b, c), "f_s": (b, c), "f_i": (b, c)}
+    assert model.context.iframe_embedding(batch["iframes"]).shape == (b, k, c)
+    pred, f_d = model.pose_generator(batch["poses"], batch["pose_mask"])
+    assert pred.shape == (b, d.future_len, n, 2) and f_d.shape == (b, c)
+    real = model.pose_discriminator(batch["future_poses"], batch["poses"], batch["pose_mask"],
+                                    batch["future_pose_mask"])
+    assert real.shape == (b,)
+    assert model.pose_discriminator(pred, batch["poses"], batch["pose_mask"], batch["future_pose_mask"]).shape == (b,)
+    for gan, frames in ((model.reconstructor, d.clip_len), (model.predictor, d.future_len)):
+        video = gan.generator(feats["f_i"])
+        assert video.shape == (b, 3, frames, s, s)
+        assert gan.discriminator(video).shape == (b,)
+    assert all(torch.isfinite(f).all() for f in feats.values())
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_part_shapes_per_backbone(backbone):
+    cfg = tiny4(**{"model.backbone": backbone})
+    torch.manual_seed(0)
+    check_parts(build_csvr(cfg), cfg, random_batch(cfg))
+
+
+@pytest.mark.parametrize("layer", [2, 4, 6])
+@pytest.mark.parametrize("integration", ["adain", "concat"])
+def test_f_d_from_every_encoder_layer_and_integration(layer, integration):
+    cfg = tiny4(**{"model.pose_encoder_layer": layer, "model.integration": integration})
+    model = build_csvr(cfg)
+    assert isinstance(model.integration, {"adain": AdaINIntegration, "concat": ConcatIntegration}[integration])
+    assert model.pose_generator.head.conv[0].in_channels == model.pose_generator.encoder.widths[layer - 1]
+    batch = random_batch(cfg)
+    feats = model.features(batch["clip"], batch["poses"], batch["pose_mask"])
+    assert feats["f_d"].shape == feats["f_i"].shape == (4, cfg.model.feature_dim)
+
+
+def test_generator_and_discriminator_parameters_partition_the_model():
+    model = build_csvr(tiny4())
+    g = {id(p) for p in model.generator_parameters()}
+    d = {id(p) for p in model.discriminator_parameters()}
+    assert g and d and not g & d and g | d == {id(p) for p in model.parameters()}
+    # the branch stages train only their own parts
+    ctx = {id(p) for p in model.context.parameters()}
+    assert {id(p) for p in stage_parameters(model, "context")[0]} == ctx and not stage_parameters(model, "context")[1]
+    pose_g, pose_d = stage_parameters(model, "pose")
+    assert {id(p) for p in pose_d} == {id(p) for p in model.pose_discriminator.parameters()}
+    assert not {id(p) for p in pose_g} & ctx
+    video_g, video_d = stage_parameters(model, "video")
+    assert not {id(p) for p in video_g} & (ctx | {id(p) for p in model.pose_generator.encoder.parameters()})
+    assert {id(p) for p in video_d} <= d
+
+
+def test_adain_follows_eqs_3_to_5():
+    """f_i = (1 - M) (x) (gamma(f_d) fs_bar + beta(f_d)) + M (x) f_s, with M = sigmoid(conv(fs_bar))."""
+    torch.manual_seed(0)
+    layer = AdaINIntegration(6).train()
+    f_d, f_s = torch.randn(5, 6), torch.randn(5, 6) * 3 + 1
+    fs_bar = (f_s - f_s.mean(0)) / torch.sqrt(f_s.var(0, unbiased=False) + layer.norm.eps)
+    lin = lambda conv, v: v @ conv.weight[..., 0].T + conv.bias  # noqa: E731  a 1x1 Conv1d on (B, C)
+    m = torch.sigmoid(lin(layer.mask, fs_bar))
+    expected = (1 - m) * (lin(layer.gamma, f_d) * fs_bar + lin(layer.beta, f_d)) + m * f_s
+    assert torch.allclose(layer(f_d, f_s), expected, atol=1e-5)
+
+
+def test_pose_generator_is_conditional_and_stochastic():
+    cfg = tiny4()
+    torch.manual_seed(0)
+    gen = build_csvr(cfg).pose_generator.eval()
+    batch = random_batch(cfg)
+    z = torch.randn(4, cfg.model.pose_noise_dim)
+    with torch.no_grad():
+        a, _ = gen(batch["poses"], batch["pose_mask"], z)
+        b, _ = gen(batch["poses"], batch["pose_mask"], z)
+        c, _ = gen(batch["poses"], batch["pose_mask"], z + 1)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_paper_size_full_forward():
+    """One 16 x 112 x 112 paper-width forward through every part (C3D, the cheapest V-network on a CPU)."""
+    cfg = apply_overrides(paper(), {"data.batch_size": 2, "model.backbone": "c3d"})
+    torch.manual_seed(0)
+    model = build_csvr(cfg).eval()
+    batch = {k: v[:1] for k, v in random_batch(cfg).items()}
+    with torch.no_grad():
+        feats = model.features(batch["clip"], batch["poses"], batch["pose_mask"])
+        assert {f.shape for f in feats.values()} == {(1, 512)}
+        assert model.context.iframe_embedding(batch["iframes"]).shape == (1, 16 * 4 // 12 + 1, 512)
+        pred, _ = model.pose_generator(batch["poses"], batch["pose_mask"])
+        assert pred.shape == (1, 16, 33, 2)
+        for gan in (model.reconstructor, model.predictor):
+            video = gan.generator(feats["f_i"])
+            assert video.shape == (1, 3, 16, 112, 112)
+            assert gan.discriminator(video).shape == (1,)
