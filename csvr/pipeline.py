@@ -37,7 +37,7 @@ from csvr.models.integration import INTEGRATIONS
 from csvr.models.video_gan import build_video_gan
 from csvr.training import checkpoint as ckpt
 from csvr.training.finetune import Classifier, Pretrained, feature_model, finetune_epochs, make_finetune_optim
-from csvr.training.loop import StageState, make_optimizers, resolve_device, train_stage
+from csvr.training.loop import StageState, make_optimizers, place_model, resolve_device, train_stage
 
 STORE_VERSION = "1"
 _DATA = ("data.source", "data.cache_size", "data.split", "data.clip_len", "data.future_len", "data.stride",
@@ -208,9 +208,10 @@ def _saved_state(model: CSVR, stage: str) -> dict:
 def pretrain_stage(stage: str, cfg: Config, cache: Path, upstream: dict[str, Path], out: Path, key: str,
                    device: torch.device) -> Iterator[dict]:
     """Train one pretraining stage into `out`, resuming from `out/progress.pt` if it exists."""
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
     for name in UPSTREAM[stage]:
         _load_parts(model, upstream[name] / "model.pt")
+    model = place_model(model, cfg, device)
     opt = make_optimizers(model, stage, cfg)
     state, seconds = StageState(), 0.0
     torch.manual_seed(cfg.train.seed * 1000 + zlib.crc32(stage.encode()) % 1000)
@@ -252,10 +253,11 @@ def _pretrained(cfg: Config, stages: dict[str, Path], device: torch.device) -> P
 
 
 def finetune_stage(cfg: Config, spec: str, stages: dict[str, Path], out: Path, key: str,
-                   device: torch.device) -> Iterator[dict]:
+                   device: torch.device, stage: str = "") -> Iterator[dict]:
     """Finetune a classifier from `cfg.eval.feature_source` on dataset `spec`; resumable per epoch."""
     cache = prepared(spec, cfg)
     kind, ft = dataset_kind(spec), finetune_for(dataset_kind(spec), cfg.finetune)
+    stage = stage or f"finetune/{kind}"
     classes = len(json.loads((cache / "classes.json").read_text()))
     with _seeded(cfg.train.seed, "finetune"):
         model = Classifier(feature_model(cfg.eval.feature_source, cfg, _pretrained(cfg, stages, device)),
@@ -276,11 +278,11 @@ def finetune_stage(cfg: Config, spec: str, stages: dict[str, Path], out: Path, k
         ckpt.save(out / "progress.pt", model=model.state_dict(), optim=opt.state_dict(), sched=sched.state_dict(),
                   epoch=torch.tensor(ev["epoch"]), seconds=torch.tensor(seconds + time.perf_counter() - t0),
                   rng=ckpt.rng_state())
-        yield {"kind": "epoch", "stage": f"finetune/{kind}", "epoch": ev["epoch"],
-               f"finetune/{kind}/loss": ev["loss"], f"finetune/{kind}/acc": ev["acc"]}
+        yield {"kind": "epoch", "stage": stage, "epoch": ev["epoch"], f"{stage}/loss": ev["loss"],
+               f"{stage}/acc": ev["acc"]}
     ckpt.save(out / "model.pt", model=model.state_dict())
     (out / "progress.pt").unlink(missing_ok=True)
-    yield _finish(out, f"finetune/{kind}", key, seconds + time.perf_counter() - t0)
+    yield _finish(out, stage, key, seconds + time.perf_counter() - t0)
 
 
 def load_classifier(cfg: Config, spec: str, stages: dict[str, Path], out: Path, device: torch.device) -> Classifier:
@@ -372,8 +374,9 @@ def _pretext(cfg: Config, cache: Path, stages: dict[str, Path], store: StageStor
     scratch_cfg = apply_overrides(cfg, {"eval.feature_source": "scratch"})
     spec = cfg.data.source
     key = stage_key("joint", scratch_cfg, {"finetune": flatten(scratch_cfg), "dataset": spec, "scratch": True})
-    name = f"finetune/{dataset_kind(spec)}"
-    events = list(store.run(name, key, lambda out: finetune_stage(scratch_cfg, spec, {}, out, key, device)))
+    name = f"is_classifier/{dataset_kind(spec)}"
+    events = list(store.run(name, key, lambda out: finetune_stage(scratch_cfg, spec, {}, out, key, device,
+                                                                  stage=name)))
     is_classifier = load_classifier(scratch_cfg, spec, {}, store.path(name, key), device)
     joint_file = f"epoch_{cfg.eval.pretrain_epoch}.pt" if cfg.eval.pretrain_epoch else "model.pt"
     model = build_model(cfg)

@@ -1,0 +1,123 @@
+"""Which params and metrics make each study's table: one explicit dict, SPECS, study -> TableSpecs.
+
+    from analysis.specs import SPECS
+    SPECS["feature_source"]    # (TableSpec(name="Table I", rows=("eval.feature_source",), ...),)
+
+A cell is the metric `metrics[i]` (with `{ds}` -> a dataset kind) of the trials whose params match the
+row and column; its label is a tuple:
+    row    = values of `rows` params          (+ the metric, if several and metric_axis == "rows")
+    column = values of `columns` params       (+ the dataset when datasets == "columns")
+                                              (+ the metric's last part, if several and metric_axis == "columns")
+`paper` is keyed by the same labels (a 1-tuple is keyed by its element). The paper's rows and columns are
+always shown (missing cells print "—") unless `show_paper_labels` is False, together with every label
+found in the runs. Labels sort by `order` (the values it lists first, in its order), then numbers, then
+text; datasets follow the paper (ucf101, hmdb51, ssv2, kinetics400), metrics the order of `metrics`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from analysis import paper
+
+# Metrics the platform logs as fractions in [0, 1] (csvr/evaluation.py) and the paper prints in %:
+# tables and figures show them x100. pretext/pose_mse_x100 is already scaled; pretext/video_is has no unit.
+LOGGED_AS_FRACTION = ("top1", "mean_class_acc", "retrieval_r1", "retrieval_r5", "retrieval_r10", "retrieval_r20",
+                      "context_acc")
+BACKBONES = ("c3d", "s3d", "r2plus1d", "r3d")  # the paper's order (Table VI)
+PRETRAIN = ("ucf101", "kinetics400")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str  # "Table I": also the output file stem (table_i)
+    title: str
+    rows: tuple[str, ...]  # param keys (or runs.DERIVED_PARAMS keys) forming the row label
+    columns: tuple[str, ...] = ()  # param keys forming the column label
+    metrics: tuple[str, ...] = ("eval/{ds}/top1",)
+    metric_axis: Literal["rows", "columns"] = "columns"  # where the metric goes when there are several
+    datasets: Literal["columns", "one"] = "columns"  # a column per dataset, or one (--dataset / first found)
+    order: Mapping[str, tuple] = field(default_factory=dict)  # param key -> the paper's order of its values
+    paper: Mapping[Any, Mapping[Any, float]] = field(default_factory=dict)
+    paper_dataset: str | None = None  # datasets == "one": paper values apply only to this dataset
+    paper_inline: bool = False  # paper value and delta inside the cell instead of beside it
+    show_paper_labels: bool = True
+    search_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # Optuna distributions
+    note: str = ""
+
+
+SIGMA_GRID = TableSpec(
+    name="Fig. 3", title="Top-1 for each sigma_p (rows) x sigma_c (columns), Eq. 9 weights",
+    rows=("loss.sigma_p",), columns=("loss.sigma_c",), datasets="one",
+    paper=paper.FIG_3, paper_dataset="ucf101", paper_inline=True, show_paper_labels=False,
+    search_ranges={"loss.sigma_p": paper.SIGMA_SEARCH_RANGE, "loss.sigma_c": paper.SIGMA_SEARCH_RANGE},
+    note="The paper gives only Fig. 3's best cell (sigma_p = sigma_c = 0.75); its value is Table V's 90.4.",
+)
+
+FEATURE_SOURCE = TableSpec(
+    name="Table I", title="Top-1 by the feature that initialises finetuning",
+    rows=("eval.feature_source",), order={"eval.feature_source": tuple(paper.TABLE_I)}, paper=paper.TABLE_I,
+)
+
+PRETEXT_CORRELATION = TableSpec(
+    name="Table II", title="Pretext metrics and downstream top-1 by pretraining epoch",
+    rows=(), columns=("eval.pretrain_epoch",), datasets="one", metric_axis="rows",
+    metrics=("pretext/context_acc", "pretext/pose_mse_x100", "pretext/video_is", "eval/{ds}/top1"),
+    order={"eval.pretrain_epoch": paper.TABLE_II_EPOCHS}, paper=paper.TABLE_II, paper_dataset="ucf101",
+    paper_inline=True,
+)
+
+ENCODER_LAYER = TableSpec(
+    name="Table III", title="Top-1 by the G_p encoder layer that gives f_d",
+    rows=("model.pose_encoder_layer",), paper=paper.TABLE_III,
+)
+
+CONTEXT_LOSS = TableSpec(
+    name="Table IV", title="Top-1 by the contrastive loss of the context branch",
+    rows=("loss.context",), order={"loss.context": tuple(paper.TABLE_IV)}, paper=paper.TABLE_IV,
+)
+
+GENERATION_TARGET = TableSpec(
+    name="Table V", title="Top-1 by the video generating objective",
+    rows=("loss.generation_target",), order={"loss.generation_target": tuple(paper.TABLE_V)},
+    paper=paper.TABLE_V,
+)
+
+BACKBONES_RECOGNITION = TableSpec(
+    name="Table VI", title="Top-1 by backbone and pretraining dataset (Tables VI and VII)",
+    rows=("model.backbone", "data.source:kind"), order={"model.backbone": BACKBONES, "data.source:kind": PRETRAIN},
+    paper=paper.recognition(),
+)
+
+BACKBONES_RETRIEVAL = TableSpec(
+    name="Table VIII", title="Video retrieval R@k by backbone and pretraining dataset",
+    rows=("model.backbone", "data.source:kind"),
+    metrics=tuple(f"eval/{{ds}}/retrieval_r{k}" for k in paper.RECALL_KS),
+    order={"model.backbone": BACKBONES, "data.source:kind": PRETRAIN},
+    paper=paper.retrieval(), note="The paper's retrieval rows are pretrained on Kinetics-400.",
+)
+
+SPECS: dict[str, tuple[TableSpec, ...]] = {
+    "sigma_grid": (SIGMA_GRID,),
+    "feature_source": (FEATURE_SOURCE,),
+    "pretext_correlation": (PRETEXT_CORRELATION,),
+    "encoder_layer": (ENCODER_LAYER,),
+    "context_loss": (CONTEXT_LOSS,),
+    "generation_target": (GENERATION_TARGET,),
+    "backbones": (BACKBONES_RECOGNITION, BACKBONES_RETRIEVAL),
+}
+
+
+def in_percent(metric: str) -> bool:
+    return metric.rsplit("/", 1)[-1] in LOGGED_AS_FRACTION
+
+
+def shown(metric: str, value: float) -> float:
+    """The value as tables and figures show it: % for LOGGED_AS_FRACTION metrics, else as logged."""
+    return 100.0 * value if in_percent(metric) else value
+
+
+def specs_for(study: str) -> tuple[TableSpec, ...]:
+    if study not in SPECS:
+        raise SystemExit(f"no table spec for study {study!r}; known studies: {', '.join(SPECS)}")
+    return SPECS[study]
