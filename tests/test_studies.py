@@ -1,0 +1,205 @@
+"""Study files, the Ray Tune trainable and MLflow tracking.
+
+    pytest tests/test_studies.py              # ~3 minutes on 2 cores (the slow tests run real Ray + MLflow)
+    pytest tests/test_studies.py -m "not slow"
+
+The slow tests run `python studies/sigma_grid.py --smoke` as a subprocess (cwd = a tmp folder, so the
+default sqlite MLflow store and `csvr_runs` storage land there) and read the MLflow store back.
+They share one storage folder, so later tests reuse the stages the first one computed.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from csvr.config import apply_overrides, keys, preset, tiny
+from trainables.csvr_trainable import FAULT_ENV, GlobalSteps
+from trainables.study import SMOKE, StudySpec, base_overrides, check_keys, grid_of, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+STUDIES = ["sigma_grid", "feature_source", "pretext_correlation", "encoder_layer", "context_loss",
+           "generation_target", "backbones"]
+TARGET = "eval/synthetic/top1"
+
+
+# ---------------------------------------------------------------------------------------------
+# fast: declarations and CLI
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_file_varies_only_config_fields(name):
+    study = importlib.import_module(f"studies.{name}").STUDY
+    assert isinstance(study, StudySpec) and study.name == name
+    valid = set(keys())
+    for key in [*study.grid, *study.smoke_grid, *study.search_space, *study.base, *study.smoke_base]:
+        assert key in valid, key
+    assert set(study.smoke_grid) <= set(study.grid)
+    check_keys(study)
+    for smoke in (False, True):  # every grid point builds a valid config
+        args = parse_args(study, ["--smoke"] if smoke else [])
+        grid = grid_of(study, args)
+        assert grid["train.seed"] == [0]
+        base = base_overrides(study, args)
+        for combo in itertools.product(*grid.values()):
+            apply_overrides(apply_overrides(preset("tiny"), base), dict(zip(grid, combo)))
+
+
+def test_pretext_correlation_shares_one_joint_run():
+    study = importlib.import_module("studies.pretext_correlation").STUDY
+    assert study.base["train.joint_epochs"] == 120
+    assert set(study.grid["eval.pretrain_epoch"]) <= set(study.base["train.checkpoint_epochs"])
+    assert set(study.smoke_grid["eval.pretrain_epoch"]) <= set(study.smoke_base["train.checkpoint_epochs"])
+
+
+def test_cli_layers_overrides_and_seeds():
+    study = importlib.import_module("studies.sigma_grid").STUDY
+    args = parse_args(study, ["--smoke", "--seeds", "3", "--data", "ucf101:/d/u", "--finetune-data", "hmdb51:/d/h",
+                              "--set", "model.width=4"])
+    base = base_overrides(study, args)
+    assert base["train.steps_per_epoch"] == SMOKE["train.steps_per_epoch"]
+    assert base["data.source"] == "ucf101:/d/u" and base["data.finetune_sources"] == ("hmdb51:/d/h",)
+    assert base["model.width"] == "4"
+    assert grid_of(study, args) == {"loss.sigma_p": [0.75, 1.0], "loss.sigma_c": [0.75], "train.seed": [0, 1, 2]}
+    with pytest.raises(ValueError, match="varies"):
+        base_overrides(study, parse_args(study, ["--set", "loss.sigma_p=1.0"]))
+    with pytest.raises(SystemExit):
+        parse_args(study, ["--search", "optuna", "--seeds", "2"])
+    assert grid_of(study, parse_args(study, ["--search", "optuna"])) == {}
+
+
+def test_global_steps_are_the_same_on_every_attempt():
+    steps = GlobalSteps(tiny())  # pose 1, context 1, video 1, joint 2, finetune 4
+    assert [steps(s, 1) for s in ("pose", "context", "video", "joint")] == [1, 2, 3, 4]
+    assert steps("joint", 2) == 5 and steps("finetune/synthetic", 1) == 6 and steps.total == 9
+
+
+# ---------------------------------------------------------------------------------------------
+# slow: the real thing, end to end
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("csvr_runs")
+
+
+def run_study(cwd: Path, storage: Path, *args: str, fault: dict | None = None, timeout: int = 400):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop(FAULT_ENV, None)
+    if fault:
+        env[FAULT_ENV] = json.dumps(fault)
+    cmd = [sys.executable, str(REPO / "studies" / "sigma_grid.py"), "--smoke", "--storage", str(storage), *args]
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return out.stdout
+
+
+def mlflow_runs(cwd: Path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sigma_grid")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("csvr.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("csvr.role") == "trial"]
+    return client, parents, children
+
+
+def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for a in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, a.path) if a.is_dir else {a.path}
+    return out
+
+
+def assert_no_duplicate_steps(client, run) -> None:
+    for key in run.data.metrics:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert len(steps) == len(set(steps)), (key, steps)
+
+
+@pytest.mark.slow
+def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
+    # the sigma_p=1.0 trial fails once after its first epoch: Tune retries it from its checkpoint
+    out = run_study(tmp_path, storage, fault={"match": {"loss.sigma_p": 1.0}, "after_epochs": 1, "attempts": 1})
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
+    assert "python -m analysis.tables sigma_grid" in out and "Best by eval/synthetic/top1" in out
+    client, parents, children = mlflow_runs(tmp_path)
+    (parent,) = parents
+    assert parent.info.status == "FINISHED" and parent.data.tags["csvr.search"] == "grid"
+    assert parent.data.metrics["study/trials_terminated"] == 2 and parent.data.metrics["study/trials_error"] == 0
+    assert "summary.txt" in artifact_paths(client, parent.info.run_id)
+    assert len(children) == 2  # one run per trial, the retried one included
+    assert sorted(float(r.data.params["loss.sigma_p"]) for r in children) == [0.75, 1.0]
+    for run in children:
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert run.info.status == "FINISHED", tags.get("csvr.error")
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["csvr.study"] == "sigma_grid" and tags["csvr.dataset"] == "synthetic" and tags["csvr.trial_id"]
+        assert tags["csvr.git_commit"] and tags["csvr.stage.joint"] in ("computed", "reused")
+        assert set(params) == set(keys()) and params["loss.sigma_c"] == "0.75" and params["train.seed"] == "0"
+        assert {TARGET, "eval/synthetic/retrieval_r1", "pretext/context_acc", "train/joint/loss"} <= set(metrics)
+        assert_no_duplicate_steps(client, run)
+        files = artifact_paths(client, run.info.run_id)
+        assert {"config.json", "checkpoint.txt", "eval/synthetic/per_class.csv", "eval/synthetic/confusion.png",
+                "eval/synthetic/retrieval.json"} <= files
+        assert any(f.startswith("samples/") for f in files)
+    retried = next(r for r in children if r.data.params["loss.sigma_p"] == "1.0")
+    assert "traceback.txt" in artifact_paths(client, retried.info.run_id)  # the failed attempt's
+    assert "csvr.error" not in retried.data.tags
+
+
+@pytest.mark.slow
+def test_failed_trial_is_a_failed_run_and_the_study_goes_on(tmp_path, storage):
+    out = run_study(tmp_path, storage, "--max-failures", "1",
+                    fault={"match": {"loss.sigma_p": 1.0}, "after_epochs": 0})
+    assert "'ERROR': 1" in out
+    client, (parent,), children = mlflow_runs(tmp_path)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["study/trials_error"] == 1
+    by_sigma = {r.data.params["loss.sigma_p"]: r for r in children}
+    assert len(children) == 2  # the retry reused the failed trial's run
+    assert by_sigma["0.75"].info.status == "FINISHED"
+    failed = by_sigma["1.0"]
+    assert failed.info.status == "FAILED" and "injected fault" in failed.data.tags["csvr.error"]
+    text = client.download_artifacts(failed.info.run_id, "traceback.txt", str(tmp_path))
+    assert "RuntimeError" in Path(text).read_text()
+
+
+def optuna_trials(storage: Path):
+    import pickle
+
+    run_dir = storage / "sigma_grid" / (storage / "sigma_grid" / "latest").read_text().strip()
+    state = max((run_dir / "tune").glob("searcher-state-*.pkl"))  # newest session (names hold its time)
+    with open(state, "rb") as f:
+        return pickle.load(f)["_ot_study"].trials
+
+
+@pytest.mark.slow
+def test_optuna_search_resumes_with_more_samples(tmp_path, storage):
+    optuna_storage = storage / "optuna"
+    run_study(tmp_path, optuna_storage, "--search", "optuna", "--num-samples", "2")
+    client, (parent,), first = mlflow_runs(tmp_path)
+    assert parent.data.tags["csvr.search"] == "optuna" and len(first) == 2
+    before = {r.info.run_id: (r.info.start_time, r.data.params["loss.sigma_p"]) for r in first}
+    assert len(optuna_trials(optuna_storage)) == 2
+
+    out = run_study(tmp_path, optuna_storage, "--search", "optuna", "--num-samples", "3", "--resume")
+    assert "Resuming" in out
+    client, parents, children = mlflow_runs(tmp_path)
+    assert [p.info.run_id for p in parents] == [parent.info.run_id]  # the same study run continues
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    for run in children:
+        if run.info.run_id in before:  # the earlier trials were not rerun
+            assert (run.info.start_time, run.data.params["loss.sigma_p"]) == before[run.info.run_id]
+        assert 0.5 <= float(run.data.params["loss.sigma_p"]) <= 1.25
+        assert_no_duplicate_steps(client, run)
+    history = optuna_trials(optuna_storage)
+    assert len(history) == 3 and all(t.state.name == "COMPLETE" for t in history)
+    sigmas = sorted(str(float(t.params["loss.sigma_p"])) for t in history[:2])
+    assert sigmas == sorted(str(float(p)) for _, p in before.values())

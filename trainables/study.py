@@ -1,0 +1,385 @@
+"""The one study runner: every `studies/<name>.py` declares a StudySpec and calls `main(STUDY)`.
+
+    python studies/sigma_grid.py --smoke                         # a minute or two on 2 cores, local Ray
+    python studies/sigma_grid.py --search optuna --num-samples 20 --gpus-per-trial 0.5
+    python studies/feature_source.py --address auto --data ucf101:/data/UCF101 \
+        --finetune-data ucf101:/data/UCF101 --finetune-data hmdb51:/data/HMDB51 \
+        --storage /nfs/csvr_runs --mlflow-uri http://mlflow:5000 --seeds 3
+    python studies/sigma_grid.py --resume --search optuna --num-samples 30   # continue the last run
+
+Without --address a local Ray starts; without --mlflow-uri runs go to sqlite:///<cwd>/mlflow.db (artifacts
+in <cwd>/mlartifacts); without --storage everything lands in <cwd>/csvr_runs:
+
+    <storage>/stages/                          stages shared by every trial and study (csvr.pipeline)
+    <storage>/<study>/latest                   the name of the last run (what --resume continues)
+    <storage>/<study>/<run>/study.json         MLflow parent run, trial context, search settings
+    <storage>/<study>/<run>/tune/              Tune's experiment (trial checkpoints, searcher state)
+    <storage>/<study>/<run>/trials/<trial_id>/ each trial's workdir
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from csvr.config import ConfigError, apply_overrides, keys, parse_overrides, preset
+from trainables import tracking
+from trainables.csvr_trainable import TrialContext, make_trainable, target_metric, trial_config
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = {  # every stage 1 epoch of 2 steps on a few videos: a minute or two on 2 cores
+    "train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1, "train.joint_epochs": 1,
+    "train.checkpoint_epochs": (1,), "train.steps_per_epoch": 2, "train.log_every": 2,
+    "finetune.epochs": 1, "finetune.steps_per_epoch": 2, "data.max_videos": 8, "data.workers": 0,
+    "eval.retrieval_clips": 1, "eval.test_clips": 1,
+}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str  # = MLflow experiment name = analysis.specs key
+    title: str  # which table or figure of the paper
+    grid: Mapping[str, list]  # dotted key -> values (a grid; seeds are added from --seeds)
+    base: Mapping[str, Any] = field(default_factory=dict)  # dotted overrides shared by every trial
+    smoke_grid: Mapping[str, list] = field(default_factory=dict)  # the grid under --smoke (default: grid)
+    smoke_base: Mapping[str, Any] = field(default_factory=dict)  # applied after SMOKE under --smoke
+    search_space: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # --search optuna ranges
+
+    def varied_keys(self) -> list[str]:
+        return list(dict.fromkeys([*self.grid, *self.smoke_grid, *self.search_space, "train.seed"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=f"python studies/{spec.name}.py", description=f"{spec.title} ({spec.name})")
+    p.add_argument("--address", default=None, help="Ray cluster to join ('auto'); default: start a local Ray")
+    p.add_argument("--data", default="synthetic", help="pretraining dataset KIND:PATH (default: synthetic)")
+    p.add_argument("--finetune-data", action="append", default=[], metavar="KIND:PATH",
+                   help="downstream dataset, repeatable (default: the pretraining dataset)")
+    p.add_argument("--preset", choices=["tiny", "paper"], default=None, help="default: paper (tiny with --smoke)")
+    p.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
+    p.add_argument("--storage", default=None, help="study storage, shared by all nodes (default: <cwd>/csvr_runs)")
+    p.add_argument("--seeds", type=int, default=1, help="train.seed takes 0..N-1 (a study dimension)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="fractions allowed; default 1 if GPUs else 0")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--resume", action="store_true", help="continue this study's last run (Tuner.restore)")
+    p.add_argument("--smoke", action="store_true", help="tiny preset, 1 epoch of 2 steps per stage, small grid")
+    p.add_argument("--max-failures", type=int, default=1, help="Tune retries per trial")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    if spec.search_space:
+        p.add_argument("--search", choices=["grid", "optuna"], default="grid")
+        p.add_argument("--num-samples", type=int, default=16, help="Optuna trials in total (--search optuna)")
+    args = p.parse_args(argv)
+    args.search = getattr(args, "search", "grid")
+    if args.search == "optuna" and args.seeds != 1:
+        p.error("--search optuna uses one seed per trial: drop --seeds or set train.seed with --set")
+    return args
+
+
+def base_overrides(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:
+    """preset <- study base <- smoke <- --data/--finetune-data <- --set; the grid is applied per trial."""
+    out: dict[str, Any] = dict(spec.base)
+    if args.smoke:
+        out.update(SMOKE)
+        out.update(spec.smoke_base)
+    out["data.source"] = args.data
+    if args.finetune_data:
+        out["data.finetune_sources"] = tuple(args.finetune_data)
+    sets = parse_overrides(args.set)
+    clash = sorted(set(sets) & set(grid_of(spec, args)))
+    if clash:
+        raise ConfigError(f"--set {', '.join(clash)}: the study varies these keys; edit its grid instead")
+    return {**out, **sets}
+
+
+def grid_of(spec: StudySpec, args: argparse.Namespace) -> dict[str, list]:
+    if args.search == "optuna":
+        return {}
+    grid = dict(spec.smoke_grid or spec.grid) if args.smoke else dict(spec.grid)
+    return {**grid, "train.seed": list(range(args.seeds))}
+
+
+def check_keys(spec: StudySpec) -> None:
+    valid = set(keys())
+    for key in [*spec.varied_keys(), *spec.base, *spec.smoke_base]:
+        if key not in valid:
+            raise ConfigError(f"study {spec.name}: {key!r} is not a config field (csvr.config.keys())")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+
+
+def connect_ray(address: str | None) -> None:
+    import ray
+
+    if address is None:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+        return
+    try:
+        ray.init(address=address)
+    except ConnectionError as err:
+        raise SystemExit(f"no Ray cluster at --address {address} ({err}); start one with `ray start --head` "
+                         "or drop --address to run on a local Ray") from None
+
+
+def check_storage_shared(storage: Path) -> None:
+    """On a cluster, every node must see `storage`: write a marker here, read it on each node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2:
+        return
+    marker = storage / f".reachable-{uuid.uuid4().hex}"
+    marker.write_text(marker.name)
+
+    @ray.remote(num_cpus=0)
+    def probe(path: str, expect: str) -> str:
+        p = Path(path)
+        try:
+            ok = p.read_text() == expect and os.access(p.parent, os.W_OK)
+        except OSError:
+            ok = False
+        return "" if ok else os.uname().nodename
+
+    try:
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(str(marker), marker.name) for n in nodes]
+        bad = [host for host in ray.get(refs, timeout=120) if host]
+    finally:
+        marker.unlink(missing_ok=True)
+    if bad:
+        raise SystemExit(f"--storage {storage} is not reachable (readable and writable) from node(s) "
+                         f"{', '.join(bad)}: on a cluster the storage must be a shared filesystem (NFS) or "
+                         "cloud bucket mounted at the same path on every node")
+
+
+def default_gpus() -> float:
+    import ray
+
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# the study's run: folders, MLflow parent, Tune
+
+
+@dataclass
+class StudyRun:
+    dir: Path
+    state: dict  # study.json: parent run, experiment id, search, context fields
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.dir / "tune"
+
+    def save(self) -> None:
+        (self.dir / "study.json").write_text(json.dumps(self.state, indent=1, default=list))
+
+
+def new_run(spec: StudySpec, args: argparse.Namespace, storage: Path, uri: str, base: dict) -> StudyRun:
+    from mlflow import MlflowClient
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = next(n for n in [stamp, *(f"{stamp}-{i}" for i in range(2, 1000))]
+                if not (storage / spec.name / n).exists())
+    run_dir = storage / spec.name / name
+    run_dir.mkdir(parents=True)
+    client = MlflowClient(uri)
+    exp_id = tracking.ensure_experiment(client, spec.name, uri)
+    parent = tracking.start_parent(client, exp_id, spec.name, args.search, f"{spec.name} {name}",
+                                   {"csvr.git_commit": tracking.git_commit(REPO), "csvr.argv": " ".join(sys.argv),
+                                    "csvr.storage": str(run_dir)})
+    state = {"study": spec.name, "run": name, "search": args.search, "experiment_id": exp_id,
+             "parent_run_id": parent, "mlflow_uri": uri, "preset": preset_name(args), "base": base}
+    (storage / spec.name / "latest").write_text(name)
+    run = StudyRun(run_dir, state)
+    run.save()
+    return run
+
+
+def last_run(spec: StudySpec, storage: Path, args: argparse.Namespace) -> StudyRun:
+    latest = storage / spec.name / "latest"
+    if not latest.is_file():
+        raise SystemExit(f"--resume: no earlier run of {spec.name} under {storage}; run without --resume")
+    run_dir = storage / spec.name / latest.read_text().strip()
+    state = json.loads((run_dir / "study.json").read_text())
+    if state["search"] != args.search:
+        raise SystemExit(f"--resume: the last run used --search {state['search']}, not {args.search}")
+    print(f"Resuming {run_dir} (its config overrides and MLflow parent run {state['parent_run_id']} are kept)")
+    return StudyRun(run_dir, state)
+
+
+def preset_name(args: argparse.Namespace) -> str:
+    return args.preset or ("tiny" if args.smoke else "paper")
+
+
+def context_for(spec: StudySpec, run: StudyRun, storage: Path) -> TrialContext:
+    s = run.state
+    return TrialContext(study=spec.name, preset=s["preset"], base=s["base"], mlflow_uri=s["mlflow_uri"],
+                        experiment_id=s["experiment_id"], parent_run_id=s["parent_run_id"], run_dir=str(run.dir),
+                        store_root=str(storage / "stages"), git_commit=tracking.git_commit(REPO),
+                        varied=tuple(spec.varied_keys()))
+
+
+def validate_grid(ctx: TrialContext, grid: Mapping[str, list]) -> int:
+    """Build every grid point's config now, so a typo fails before any trial starts; returns the count."""
+    combos = list(itertools.product(*grid.values()))
+    for combo in combos:
+        trial_config(ctx, dict(zip(grid, combo)))
+    return len(combos)
+
+
+def search_setup(spec: StudySpec, args: argparse.Namespace, grid: Mapping[str, list], target: str):
+    """(param_space, search_alg or None)."""
+    from ray import tune
+
+    if args.search == "grid":
+        return {k: tune.grid_search(list(v)) for k, v in grid.items()}, None
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {k: tune.uniform(lo, hi) for k, (lo, hi) in spec.search_space.items()}
+    return space, OptunaSearch(metric=target, mode="max")
+
+
+def raise_sample_budget(tune_dir: Path, num_samples: int) -> None:
+    """Let a restored Optuna search run up to `num_samples` trials in total. Tune restores the search's
+    sample budget from its saved state (search_gen_state-*.json, a cloudpickled dict), so raise it there;
+    the Optuna study itself (searcher-state-*.pkl) is restored untouched and its history continues."""
+    import ray.cloudpickle as cloudpickle
+
+    for path in tune_dir.glob("search_gen_state-*.json"):
+        state = cloudpickle.loads(path.read_bytes())
+        if num_samples > state["total_samples"]:
+            state.update(total_samples=num_samples, finished=False)
+            path.write_bytes(cloudpickle.dumps(state))
+
+
+def build_tuner(spec: StudySpec, args: argparse.Namespace, run: StudyRun, ctx: TrialContext, target: str,
+                grid: Mapping[str, list], resume: bool):
+    from ray import tune
+    from ray.tune import CLIReporter
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's new output ignores the CLIReporter
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else default_gpus()
+    trainable = make_trainable(ctx, args.cpus_per_trial, gpus)
+    if resume:
+        if args.search == "optuna":
+            raise_sample_budget(run.tune_dir, args.num_samples)
+        return tune.Tuner.restore(str(run.tune_dir), trainable=trainable, resume_errored=True)
+    param_space, search_alg = search_setup(spec, args, grid, target)
+    shown = [k for k in spec.varied_keys() if k in param_space]
+    reporter = CLIReporter(metric_columns={target: "top1", "global_epoch": "epoch", "saved_seconds": "saved_s"},
+                           parameter_columns={k: k.split(".")[-1] for k in shown}, max_report_frequency=30)
+    return tune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=args.num_samples if search_alg else 1,
+                                    reuse_actors=False),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(run.dir), progress_reporter=reporter, verbose=1,
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+
+
+def close_dead_trials(client, parent_run_id: str, experiment_id: str) -> int:
+    """A child run still RUNNING after fit() lost its process (killed, node lost): end it FAILED."""
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+                                               "and attributes.status = 'RUNNING'")
+    for r in runs:
+        client.set_tag(r.info.run_id, "csvr.error", "the trial process ended without closing its run "
+                                                    "(killed or its node was lost); see Tune's error file")
+        client.set_terminated(r.info.run_id, "FAILED")
+    return len(runs)
+
+
+def summarize(results, target: str, spec: StudySpec) -> tuple[str, dict[str, float], dict[str, str]]:
+    """(printable summary, parent-run metrics, parent-run tags) from Tune's ResultGrid."""
+    rows = [(r.config, r.metrics or {}, r.error) for r in results]
+    finished = [(c, m) for c, m, e in rows if e is None and math.isfinite(m.get(target, math.nan))]
+    compute = sum(m.get("compute_seconds", 0.0) for _, m, _ in rows)
+    saved = sum(m.get("saved_seconds", 0.0) for _, m, _ in rows)
+    counts = {"TERMINATED": sum(e is None for _, _, e in rows), "ERROR": sum(e is not None for _, _, e in rows)}
+    metrics = {"study/trials_terminated": counts["TERMINATED"], "study/trials_error": counts["ERROR"],
+               "study/compute_seconds": compute, "study/saved_seconds": saved}
+    tags, lines = {}, [f"Study {spec.name} ({spec.title}): trials {counts}"]
+    if finished:
+        best_cfg, best = max(finished, key=lambda cm: cm[1][target])
+        shown = {k: v for k, v in best_cfg.items() if not k.startswith("_")}
+        metrics[f"study/best_{target}"] = best[target]
+        tags = {"csvr.best_config": json.dumps(shown), "csvr.best_trial_id": str(best.get("trial_id", ""))}
+        lines.append(f"Best by {target} = {best[target]:.4f}: {shown}")
+    else:
+        lines.append(f"No trial finished with a finite {target}.")
+    share = saved / (saved + compute) if saved + compute > 0 else 0.0
+    lines.append(f"Shared stages: {compute:.0f} s computed, {saved:.0f} s reused instead of recomputed "
+                 f"({share:.0%} of the stage time saved)")
+    return "\n".join(lines), metrics, tags
+
+
+def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path) -> str:
+    from mlflow import MlflowClient
+
+    s = run.state
+    client = MlflowClient(s["mlflow_uri"])
+    closed = close_dead_trials(client, s["parent_run_id"], s["experiment_id"])
+    text, metrics, tags = summarize(results, target, spec)
+    if closed:
+        text += f"\n{closed} trial run(s) had lost their process and were marked FAILED."
+    text += (f"\nMLflow UI:  {tracking.ui_command(s['mlflow_uri'], cwd)}"
+             f"\nTable:      python -m analysis.tables {spec.name} --mlflow-uri {s['mlflow_uri']}"
+             f"\nResume:     python studies/{spec.name}.py --resume --storage {run.dir.parents[1]} "
+             f"(+ the same --search; the run keeps its config and MLflow parent)")
+    tracking.finish_parent(client, s["parent_run_id"], metrics, tags, text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def main(spec: StudySpec, argv: list[str] | None = None) -> None:
+    args = parse_args(spec, argv)
+    cwd = Path.cwd()
+    storage = Path(args.storage or cwd / "csvr_runs").expanduser().resolve()
+    uri = tracking.resolve_uri(args.mlflow_uri, cwd)
+    grid = grid_of(spec, args)
+    try:
+        check_keys(spec)
+        base = base_overrides(spec, args)
+        for combo in itertools.product(*grid.values()):  # fail on a bad value before any trial starts
+            apply_overrides(apply_overrides(preset(preset_name(args)), base), dict(zip(grid, combo)))
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    storage.mkdir(parents=True, exist_ok=True)
+    resumed = last_run(spec, storage, args) if args.resume else None
+    connect_ray(args.address)
+    check_storage_shared(storage)
+    run = resumed or new_run(spec, args, storage, uri, base)
+    ctx = context_for(spec, run, storage)
+    target = target_metric(trial_config(ctx, {}))
+    if args.resume:
+        from mlflow import MlflowClient
+        tracking.reopen(MlflowClient(run.state["mlflow_uri"]), run.state["parent_run_id"])
+    size = f"{args.num_samples} Optuna samples" if args.search == "optuna" else f"{math.prod(map(len, grid.values()))} trials"
+    print(f"Study {spec.name}: {size}, storage {run.dir}, MLflow {run.state['mlflow_uri']} "
+          f"(open it with: {tracking.ui_command(run.state['mlflow_uri'], cwd)})", flush=True)
+    tuner = build_tuner(spec, args, run, ctx, target, grid, args.resume)
+    results = tuner.fit()
+    print(report_end(spec, run, results, target, cwd), flush=True)
