@@ -4,6 +4,7 @@
                                  [--steps N] [--warmup N] [--threads N]
     python -m csvr.bench loader  [--cache DIR [--originals DIR]] [--clips N] [--frames N] [--step-rate 433]
     python -m csvr.bench prepare [--videos 4] [--frames 60]
+    python -m csvr.bench study   [--grid 2] [--steps 2]
     ... [--json FILE]            # every number, plus the machine and library versions
 
 Each command prints a small table whose last line is the headline ratio:
@@ -23,6 +24,9 @@ Each command prints a small table whose last line is the headline ratio:
   prepare  csvr.prepare.prepare on `--videos` copies of carphone cut to `--frames` frames, with 1 and then 2
            Ray workers (fresh cache each time, workers warmed on a throwaway cache first), and MediaPipe alone
            on one core. Headline: the speed-up from 1 to 2 workers.
+  study    a smoke sigma grid through csvr.pipeline.run_trial with one shared stage store against a fresh store
+           per trial; stage compute = the seconds of stages computed rather than reused.
+           Headline: recomputed / shared stage compute.
 
 Peak memory: torch.cuda.max_memory_allocated on CUDA; on the CPU the growth of the peak RSS (VmHWM, reset
 through /proc/self/clear_refs; ru_maxrss where that is unavailable) above the RSS before the model was built;
@@ -538,6 +542,50 @@ def bench_prepare(args: argparse.Namespace) -> Report:
 
 
 # ---------------------------------------------------------------------------------------------
+# study: shared stages against recomputing them
+
+
+def _grid_compute(configs: list[Config], stores: Callable[[int], Path], workdir: Path) -> dict:
+    """Run every config's pipeline; add up the seconds of the stages computed (not reused) and the wall time."""
+    from csvr.pipeline import run_trial
+
+    computed, reused, start = 0.0, 0, time.perf_counter()
+    for i, cfg in enumerate(configs):
+        for ev in run_trial(cfg, workdir / f"trial{i}", stores(i)):
+            if ev["kind"] == "stage":
+                computed += ev["seconds"] if ev["status"] == "computed" else 0.0
+                reused += ev["status"] == "reused"
+    return {"compute_s": computed, "wall_s": time.perf_counter() - start, "stages_reused": reused}
+
+
+def bench_study(args: argparse.Namespace) -> Report:
+    """A smoke sigma grid (`--grid` values per axis, tiny preset, `--steps` steps per stage) run through the
+    pipeline twice in this process: once with one stage store for the whole grid (as studies run it) and
+    once with a fresh store per trial (every stage recomputed)."""
+    from csvr.config import apply_overrides, tiny
+
+    values = [0.5, 0.75, 1.0, 1.25][: args.grid or 2]
+    steps = args.steps or 2
+    smoke = {"train.steps_per_epoch": steps, "finetune.epochs": 1, "finetune.steps_per_epoch": steps,
+             "train.joint_epochs": 1, "train.checkpoint_epochs": "1", "eval.retrieval_clips": 1,
+             "eval.test_clips": 1}
+    configs = [apply_overrides(tiny(), {**smoke, "loss.sigma_p": p, "loss.sigma_c": c}) for p in values
+               for c in values]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _grid_compute(configs[:1], lambda i: root / "warm", root / "warm")  # data prepared, code paths warm
+        shared = _grid_compute(configs, lambda i: root / "shared", root / "a")
+        alone = _grid_compute(configs, lambda i: root / f"alone{i}", root / "b")
+    rows = [{"stages": "shared", **shared}, {"stages": "recomputed", **alone}]
+    ratio = alone["compute_s"] / max(shared["compute_s"], 1e-9)
+    return Report("study", ["stages", "compute_s", "wall_s", "stages_reused"], rows,
+                  f"shared stages: {ratio:.2f}x less stage compute for a {len(configs)}-trial grid "
+                  f"({alone['wall_s'] / max(shared['wall_s'], 1e-9):.2f}x wall)",
+                  numbers={"compute_ratio": ratio, "trials": len(configs)},
+                  settings={"trials": len(configs), "steps": steps, "preset": "tiny"})
+
+
+# ---------------------------------------------------------------------------------------------
 # CLI
 
 
@@ -545,6 +593,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Report]] = {
     "step": bench_step,
     "loader": bench_loader,
     "prepare": bench_prepare,
+    "study": bench_study,
 }
 
 
@@ -582,6 +631,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=0, help="cut sample videos to N frames (loader: 0 = whole; "
                    "prepare: default 60)")
     p.add_argument("--videos", type=int, default=4, help="prepare: copies of the sample video")
+    p.add_argument("--grid", type=int, default=2, help="study: sigma values per axis (grid of N x N trials)")
     p.add_argument("--step-rate", type=float, default=STEP_RATE, help="loader: clips/s one GPU consumes")
     return p
 

@@ -161,7 +161,12 @@ def dataset_kind(spec: str) -> str:
 
 
 def prepared(spec: str, cfg: Config) -> Path:
-    return ensure_prepared(spec, cfg.data.cache_size, cfg.data.cache_root, split=cfg.data.split)
+    """The dataset's cache, prepared on first use. Inside a Ray trial (where a study's driver has normally
+    prepared it already) any missing work runs in-process: Ray tasks would wait for CPUs the trials hold."""
+    import ray
+
+    inline = 0 if ray.is_initialized() else None
+    return ensure_prepared(spec, cfg.data.cache_size, cfg.data.cache_root, workers=inline, split=cfg.data.split)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Names
     p.add_argument("--data", default="synthetic", help="pretraining dataset KIND:PATH (default: synthetic)")
     p.add_argument("--finetune-data", action="append", default=[], metavar="KIND:PATH",
                    help="downstream dataset, repeatable (default: the pretraining dataset)")
-    p.add_argument("--preset", choices=["tiny", "paper"], default=None, help="default: paper (tiny with --smoke)")
+    p.add_argument("--preset", choices=["tiny", "paper"], default=None, help="default: tiny on the embedded dataset or with --smoke, else paper")
     p.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
     p.add_argument("--storage", default=None, help="study storage, shared by all nodes (default: <cwd>/csvr_runs)")
     p.add_argument("--seeds", type=int, default=1, help="train.seed takes 0..N-1 (a study dimension)")
@@ -223,7 +223,8 @@ def last_run(spec: StudySpec, storage: Path, args: argparse.Namespace) -> StudyR
 
 
 def preset_name(args: argparse.Namespace) -> str:
-    return args.preset or ("tiny" if args.smoke else "paper")
+    """--preset, else tiny for --smoke and for the embedded dataset (a laptop run), else paper."""
+    return args.preset or ("tiny" if args.smoke or not args.data else "paper")
 
 
 def context_for(spec: StudySpec, run: StudyRun, storage: Path) -> TrialContext:
@@ -354,6 +355,15 @@ def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path) 
 # entry point
 
 
+def prepare_datasets(cfg) -> None:
+    """Prepare every dataset the trials read once, here in the driver, as Ray tasks across the cluster;
+    trials then find complete caches instead of all preparing (and competing for CPUs) at once."""
+    from csvr.data.sources import ensure_prepared
+
+    for spec in dict.fromkeys((cfg.data.source, *cfg.data.finetune_sources)):
+        ensure_prepared(spec, cfg.data.cache_size, cfg.data.cache_root, split=cfg.data.split)
+
+
 def main(spec: StudySpec, argv: list[str] | None = None) -> None:
     args = parse_args(spec, argv)
     cwd = Path.cwd()
@@ -373,6 +383,7 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
     check_storage_shared(storage)
     run = resumed or new_run(spec, args, storage, uri, base)
     ctx = context_for(spec, run, storage)
+    prepare_datasets(trial_config(ctx, {}))
     target = target_metric(trial_config(ctx, {}))
     if args.resume:
         from mlflow import MlflowClient

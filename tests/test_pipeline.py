@@ -1,0 +1,83 @@
+"""Shared stages: keyed by exactly the fields they depend on, computed once under concurrency, and a
+trial that reuses them gets the same numbers as one that computes everything itself."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from csvr.config import apply_overrides, tiny
+from csvr.pipeline import NEEDS, STAGE_KEYS, StageStore, _finish, run_trial, stage_key
+
+SMOKE = {"train.steps_per_epoch": 2, "train.joint_epochs": 1, "train.checkpoint_epochs": "1",
+         "finetune.epochs": 1, "finetune.steps_per_epoch": 2, "eval.retrieval_clips": 1, "eval.test_clips": 1}
+
+
+def test_sigma_enters_only_the_joint_stage():
+    a = apply_overrides(tiny(), {"loss.sigma_p": 0.5})
+    b = apply_overrides(tiny(), {"loss.sigma_p": 1.25, "loss.sigma_c": 1.0})
+    for stage in ("pose", "context", "video"):
+        assert stage_key(stage, a) == stage_key(stage, b)
+    assert stage_key("joint", a) != stage_key("joint", b)
+
+
+def test_each_ablation_changes_only_the_stages_that_read_it():
+    base = tiny()
+    changes = {"model.pose_encoder_layer": (6, 2, {"video", "joint"}),
+               "loss.context": ("mi_infonce", "l2", {"context", "video", "joint"}),
+               "model.backbone": ("r2plus1d", "r3d", {"context", "video", "joint"}),
+               "loss.generation_target": ("both", "predict", {"video", "joint"}),
+               "eval.feature_source": ("f_i_full", "f_s", set())}
+    for key, (_, new, stages) in changes.items():
+        other = apply_overrides(base, {key: new})
+        changed = {s for s in STAGE_KEYS if stage_key(s, base) != stage_key(s, other)}
+        assert changed == stages, key
+    assert set(NEEDS) == {"scratch", "f_d", "f_s", "f_i_adain", "f_i_concat", "f_i_full"}
+
+
+def _compute_once(root: str, log: str) -> str:
+    store = StageStore(Path(root))
+
+    def compute(out: Path):
+        with open(log, "a") as f:
+            f.write("computed\n")
+        time.sleep(1.0)
+        yield _finish(out, "pose", "k", 1.0)
+
+    return [e for e in store.run("pose", "k", compute) if e["kind"] == "stage"][0]["status"]
+
+
+def test_concurrent_trials_compute_a_stage_once(tmp_path):
+    log = tmp_path / "log.txt"
+    with mp.get_context("spawn").Pool(3) as pool:
+        statuses = pool.starmap(_compute_once, [(str(tmp_path / "store"), str(log))] * 3)
+    assert log.read_text().count("computed") == 1
+    assert sorted(statuses) == ["computed", "reused", "reused"]
+
+
+@pytest.mark.slow
+def test_reused_stages_give_the_same_result_as_computing_them(tmp_path):
+    torch.set_num_threads(1)
+    a = apply_overrides(tiny(), {**SMOKE, "loss.sigma_p": 0.75})
+    b = apply_overrides(tiny(), {**SMOKE, "loss.sigma_p": 1.25})
+    shared = tmp_path / "shared"
+    list(run_trial(a, tmp_path / "a", shared))
+    events = list(run_trial(b, tmp_path / "b", shared))
+    status = {e["stage"]: e["status"] for e in events if e["kind"] == "stage"}
+    assert status["pose"] == status["context"] == status["video"] == "reused" and status["joint"] == "computed"
+    alone = list(run_trial(b, tmp_path / "b_alone", tmp_path / "alone"))
+    assert all(e["status"] == "computed" for e in alone if e["kind"] == "stage")
+    with_sharing, without = events[-1]["metrics"], alone[-1]["metrics"]
+    assert with_sharing.keys() == without.keys()
+    for key in with_sharing:
+        assert with_sharing[key] == pytest.approx(without[key], abs=1e-5), key
+    def joint_weights(root: Path) -> dict:
+        path = StageStore(root).path("joint", stage_key("joint", b)) / "model.pt"
+        return torch.load(path, weights_only=True)["model"]
+    reused, computed = joint_weights(shared), joint_weights(tmp_path / "alone")
+    assert reused.keys() == computed.keys()
+    for name, tensor in computed.items():
+        assert torch.allclose(tensor, reused[name], atol=1e-6), name
