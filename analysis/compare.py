@@ -96,7 +96,7 @@ def plot(frame: pd.DataFrame, path: Path) -> Path:
     ax.set_title(f"{frame.attrs.get('dataset')}: {frame.attrs.get('run_b')} - {frame.attrs.get('run_a')}")
     ax.tick_params(axis="x", rotation=75, labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -62,7 +62,7 @@ class FigureContext:
 
 def save(fig: plt.Figure, path: Path) -> list[Path]:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return [path]
 

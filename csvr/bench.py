@@ -4,7 +4,7 @@
                                  [--steps N] [--warmup N] [--threads N]
     python -m csvr.bench loader  [--cache DIR [--originals DIR]] [--clips N] [--frames N] [--step-rate 433]
     python -m csvr.bench prepare [--videos 4] [--frames 60]
-    python -m csvr.bench study   [--grid 2] [--steps 2]
+    python -m csvr.bench study   [--grid 2] [--trials N] [--steps 2]
     ... [--json FILE]            # every number, plus the machine and library versions
 
 Each command prints a small table whose last line is the headline ratio:
@@ -549,13 +549,15 @@ def _grid_compute(configs: list[Config], stores: Callable[[int], Path], workdir:
     """Run every config's pipeline; add up the seconds of the stages computed (not reused) and the wall time."""
     from csvr.pipeline import run_trial
 
-    computed, reused, start = 0.0, 0, time.perf_counter()
+    computed, count, reused, start = 0.0, 0, 0, time.perf_counter()
     for i, cfg in enumerate(configs):
         for ev in run_trial(cfg, workdir / f"trial{i}", stores(i)):
             if ev["kind"] == "stage":
                 computed += ev["seconds"] if ev["status"] == "computed" else 0.0
+                count += ev["status"] == "computed"
                 reused += ev["status"] == "reused"
-    return {"compute_s": computed, "wall_s": time.perf_counter() - start, "stages_reused": reused}
+    return {"compute_s": computed, "wall_s": time.perf_counter() - start, "stages_computed": count,
+            "stages_reused": reused}
 
 
 def bench_study(args: argparse.Namespace) -> Report:
@@ -565,12 +567,12 @@ def bench_study(args: argparse.Namespace) -> Report:
     from csvr.config import apply_overrides, tiny
 
     values = [0.5, 0.75, 1.0, 1.25][: args.grid or 2]
+    points = [(p, c) for p in values for c in values][: args.trials or None]
     steps = args.steps or 2
     smoke = {"train.steps_per_epoch": steps, "finetune.epochs": 1, "finetune.steps_per_epoch": steps,
              "train.joint_epochs": 1, "train.checkpoint_epochs": "1", "eval.retrieval_clips": 1,
              "eval.test_clips": 1}
-    configs = [apply_overrides(tiny(), {**smoke, "loss.sigma_p": p, "loss.sigma_c": c}) for p in values
-               for c in values]
+    configs = [apply_overrides(tiny(), {**smoke, "loss.sigma_p": p, "loss.sigma_c": c}) for p, c in points]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _grid_compute(configs[:1], lambda i: root / "warm", root / "warm")  # data prepared, code paths warm
@@ -578,7 +580,7 @@ def bench_study(args: argparse.Namespace) -> Report:
         alone = _grid_compute(configs, lambda i: root / f"alone{i}", root / "b")
     rows = [{"stages": "shared", **shared}, {"stages": "recomputed", **alone}]
     ratio = alone["compute_s"] / max(shared["compute_s"], 1e-9)
-    return Report("study", ["stages", "compute_s", "wall_s", "stages_reused"], rows,
+    return Report("study", ["stages", "compute_s", "wall_s", "stages_computed", "stages_reused"], rows,
                   f"shared stages: {ratio:.2f}x less stage compute for a {len(configs)}-trial grid "
                   f"({alone['wall_s'] / max(shared['wall_s'], 1e-9):.2f}x wall)",
                   numbers={"compute_ratio": ratio, "trials": len(configs)},
@@ -632,6 +634,7 @@ def parser() -> argparse.ArgumentParser:
                    "prepare: default 60)")
     p.add_argument("--videos", type=int, default=4, help="prepare: copies of the sample video")
     p.add_argument("--grid", type=int, default=2, help="study: sigma values per axis (grid of N x N trials)")
+    p.add_argument("--trials", type=int, default=0, help="study: only the first N trials of the grid")
     p.add_argument("--step-rate", type=float, default=STEP_RATE, help="loader: clips/s one GPU consumes")
     return p
 

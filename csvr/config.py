@@ -143,9 +143,9 @@ def tiny() -> Config:
         data=DataConfig(cache_size=64, clip_len=8, future_len=8, stride=2, size=32, batch_size=8, workers=0),
         model=ModelConfig(width=8, feature_dim=32, head_hidden=64, pose_channels=32, pose_noise_dim=8,
                           video_noise_dim=16, gen_channels=32, disc_channels=8),
-        train=TrainConfig(pose_epochs=1, context_epochs=1, video_epochs=1, joint_epochs=2,
-                          lr_per_sample=0.005, log_every=5, checkpoint_epochs=(1, 2)),
-        finetune=FinetuneConfig(epochs=4, batch_size=8, lr_per_sample=0.005, weight_decay=0.0005),
+        train=TrainConfig(pose_epochs=1, context_epochs=2, video_epochs=1, joint_epochs=3,
+                          lr_per_sample=0.002, log_every=5, checkpoint_epochs=(1, 3)),
+        finetune=FinetuneConfig(epochs=20, batch_size=8, lr_per_sample=0.005, weight_decay=0.0005),
         eval=EvalConfig(retrieval_clips=2, test_clips=2),
     )
 

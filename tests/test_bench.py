@@ -31,7 +31,7 @@ def check_common(data: dict, lines: list[str], command: str, headline: str) -> N
 
 
 def test_commands_are_one_dict():
-    assert set(bench.COMMANDS) == {"step", "loader", "prepare"}
+    assert set(bench.COMMANDS) == {"step", "loader", "prepare", "study"}
     assert all(callable(fn) for fn in bench.COMMANDS.values())
 
 
@@ -77,3 +77,13 @@ def test_prepare(capsys, tmp_path):
         positive(row, "videos_per_s", "frames_per_s", "videos_per_s_per_core", "ray_start_s")
     positive(pose, "frames_per_s", "frames_per_cpu_s")
     positive(data["headline"], "speedup_1_to_2_workers", "pose_frames_per_s")
+
+
+@pytest.mark.slow
+def test_study(capsys, tmp_path):
+    report, data, lines = run(capsys, tmp_path, ["study", "--grid", "2", "--trials", "2", "--steps", "1"])
+    check_common(data, lines, "study", "shared stages:")
+    rows = {r["stages"]: r for r in report.rows}
+    assert rows["shared"]["stages_reused"] > 0 and rows["recomputed"]["stages_reused"] == 0
+    assert rows["recomputed"]["stages_computed"] > rows["shared"]["stages_computed"] > 0
+    positive(rows["shared"], "compute_s", "wall_s")

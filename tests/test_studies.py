@@ -75,9 +75,13 @@ def test_cli_layers_overrides_and_seeds():
 
 
 def test_global_steps_are_the_same_on_every_attempt():
-    steps = GlobalSteps(tiny())  # pose 1, context 1, video 1, joint 2, finetune 4
+    cfg = apply_overrides(tiny(), {"train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1,
+                                   "train.joint_epochs": 2, "finetune.epochs": 4})
+    steps = GlobalSteps(cfg)
     assert [steps(s, 1) for s in ("pose", "context", "video", "joint")] == [1, 2, 3, 4]
-    assert steps("joint", 2) == 5 and steps("finetune/synthetic", 1) == 6 and steps.total == 9
+    assert steps("joint", 2) == 5 and steps("finetune/synthetic", 1) == 6
+    assert steps("is_classifier/synthetic", 1) == 10 and steps.total == 13
+    assert GlobalSteps(cfg)("joint", 2) == steps("joint", 2)  # a new attempt maps epochs the same way
 
 
 # ---------------------------------------------------------------------------------------------

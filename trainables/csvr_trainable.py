@@ -6,27 +6,35 @@ Every epoch event goes to Tune (`tune.report` with a small checkpoint: workdir, 
 id) and to the trial's MLflow child run (step = global epoch counter). The heavy state lives in the stage
 store (`<storage>/stages`) and the trial's workdir (`<run dir>/trials/<trial_id>`), so when Tune restarts
 the trial (retry or `Tuner.restore`) `run_trial` resumes from the workdir and the same MLflow run
-continues, logging only epochs it has not logged yet.
+continues, logging only epochs it has not logged yet. A trial that already finished (its workdir holds
+result.json) only reports its result again, so a study restored after its driver died reruns nothing.
+A non-finite loss ends the trial with a FAILED run and no Tune retry (it would diverge again); any other
+error (OOM included: on a shared GPU a retry can fit) fails the run with the reason and Tune retries.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import ray
 from ray import tune
 
 from csvr.config import Config, apply_overrides, flatten, preset
 from csvr.data.layouts import parse_spec
+from trainables import tracking
 from trainables.tracking import TrialRun
 
 RUN_FILE = "mlflow_run.json"  # in the trial workdir: the child run id, found again after a crash
 PROGRESS_FILE = "progress.json"  # in each Tune checkpoint
+RESULT_FILE = "result.json"  # in the trial workdir once the trial finished: its final Tune result
 FAULT_ENV = "CSVR_FAULT_INJECT"  # test hook, see `maybe_inject_fault`
 
 
@@ -43,6 +51,7 @@ class TrialContext:
     store_root: str  # <storage>/stages: stages shared across trials and studies
     git_commit: str
     varied: tuple[str, ...] = field(default=())  # keys the study varies (names the MLflow run)
+    fault: str = ""  # the driver's CSVR_FAULT_INJECT (test hook), so it reaches trials on every node
 
 
 def trial_config(ctx: TrialContext, values: Mapping[str, Any]) -> Config:
@@ -102,8 +111,10 @@ def report(metrics: dict, progress: dict) -> None:
 
 def maybe_inject_fault(values: Mapping[str, Any], epochs_seen: int, workdir: Path) -> None:
     """Test hook: CSVR_FAULT_INJECT='{"match": {"loss.sigma_p": 1.0}, "after_epochs": 1, "attempts": 1}'
-    makes matching trials raise after that many epoch events, on their first `attempts` attempts (all
-    attempts when absent). Unset, it does nothing."""
+    makes matching trials fail after that many epoch events, on their first `attempts` attempts (all
+    attempts when absent). "kind": "error" (default, RuntimeError) | "oom" (torch.OutOfMemoryError) |
+    "sleep" (write <workdir>/fault_sleeping with the node id, then sleep "seconds": time for a test to kill
+    the node or the MLflow server). Unset, it does nothing."""
     spec = json.loads(os.environ.get(FAULT_ENV) or "null")
     if not spec or epochs_seen != spec.get("after_epochs", 0):
         return
@@ -111,27 +122,43 @@ def maybe_inject_fault(values: Mapping[str, Any], epochs_seen: int, workdir: Pat
         return
     counter = workdir / "injected_faults"
     failed = int(counter.read_text()) if counter.is_file() else 0
-    if failed < spec.get("attempts", 10 ** 9):
-        counter.write_text(str(failed + 1))
-        raise RuntimeError(f"injected fault ({FAULT_ENV}) after {epochs_seen} epochs, attempt {failed + 1}")
+    if failed >= spec.get("attempts", 10 ** 9):
+        return
+    counter.write_text(str(failed + 1))
+    kind = spec.get("kind", "error")
+    if kind == "sleep":
+        (workdir / "fault_sleeping").write_text(json.dumps({"node_id": ray.get_runtime_context().get_node_id()}))
+        time.sleep(float(spec["seconds"]))
+        return
+    import torch
+
+    error = {"error": RuntimeError, "oom": torch.OutOfMemoryError}[kind]
+    raise error(f"injected fault ({FAULT_ENV}) after {epochs_seen} epochs, attempt {failed + 1}")
+
+
+def node_tags() -> dict[str, str]:
+    """Where this attempt runs (a retried trial shows its last node)."""
+    return {"csvr.node_id": ray.get_runtime_context().get_node_id(), "csvr.node_ip": ray.util.get_node_ip_address()}
 
 
 def open_run(ctx: TrialContext, cfg: Config, values: Mapping[str, Any], trial_id: str, workdir: Path,
              run_id: str | None) -> TrialRun:
-    from mlflow import MlflowClient
-
     name = " ".join(f"{k.split('.')[-1]}={values[k]}" for k in ctx.varied if k in values) or trial_id
     tags = {"csvr.study": ctx.study, "csvr.trial_id": trial_id, "csvr.git_commit": ctx.git_commit,
             "csvr.dataset": parse_spec(cfg.data.source)[0], "csvr.preset": ctx.preset}
-    run = TrialRun.open(MlflowClient(ctx.mlflow_uri), ctx.experiment_id, ctx.parent_run_id, run_id, name, tags)
+    run = TrialRun.open(tracking.client(ctx.mlflow_uri), ctx.experiment_id, ctx.parent_run_id, run_id, name, tags)
     (workdir / RUN_FILE).write_text(json.dumps({"run_id": run.run_id}))
+    run.set_tags(node_tags())
     run.log_params(flatten(cfg))
     return run
 
 
 def csvr_trainable(config: dict, ctx: TrialContext) -> None:
     from csvr.pipeline import run_trial
+    from csvr.training.loop import NonFiniteLossError
 
+    if ctx.fault:
+        os.environ[FAULT_ENV] = ctx.fault  # this process runs this one trial (reuse_actors=False)
     trial_id = tune.get_context().get_trial_id()
     values = {k: v for k, v in config.items() if not k.startswith("_")}
     cfg = trial_config(ctx, values)
@@ -139,29 +166,45 @@ def csvr_trainable(config: dict, ctx: TrialContext) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     progress = {"workdir": str(workdir), "store_root": ctx.store_root, "stages": {}, **load_progress(workdir)}
     workdir = Path(progress["workdir"])
+    if (workdir / RESULT_FILE).is_file():  # finished, but Tune's state predates it (driver killed): no rerun
+        report(json.loads((workdir / RESULT_FILE).read_text()), progress)
+        return
     run = open_run(ctx, cfg, values, trial_id, workdir, progress.get("mlflow_run_id"))
     progress["mlflow_run_id"] = run.run_id
     try:
         maybe_inject_fault(values, 0, workdir)
-        follow(run_trial(cfg, workdir, Path(ctx.store_root)), cfg, values, run, progress)
+        result = follow(run_trial(cfg, workdir, Path(ctx.store_root)), cfg, values, run, progress)
+    except NonFiniteLossError as err:  # deterministic: a retry from the last checkpoint diverges again
+        end_failed(run, err)
+        report({target_metric(cfg): math.nan, "trial_failed": 1.0}, {**progress, "failed": str(err)})
+        return
     except BaseException as err:  # noqa: BLE001 - the run must end FAILED whatever stopped it
-        run.fail(f"{type(err).__name__}: {err}", traceback.format_exc())
+        end_failed(run, err)
         raise
     run.finish()
+    (workdir / RESULT_FILE).write_text(json.dumps(result))
 
 
-def follow(events, cfg: Config, values: Mapping[str, Any], run: TrialRun, progress: dict) -> None:
-    """Turn run_trial's events into MLflow logging and Tune reports."""
-    steps, target, epochs_seen = GlobalSteps(cfg), target_metric(cfg), 0
+def end_failed(run: TrialRun, err: BaseException) -> None:
+    """Mark the run FAILED with the reason; when MLflow itself is what failed, the driver closes the run."""
+    with contextlib.suppress(Exception):
+        run.fail(f"{type(err).__name__}: {err}", traceback.format_exc())
+
+
+def follow(events, cfg: Config, values: Mapping[str, Any], run: TrialRun, progress: dict) -> dict:
+    """Turn run_trial's events into MLflow logging and Tune reports; returns the final Tune result."""
+    steps, target, epochs_seen, final, interval = GlobalSteps(cfg), target_metric(cfg), 0, {}, {}
     workdir = Path(progress["workdir"])
     for event in events:
-        if event["kind"] == "stage":
+        if event["kind"] == "log":  # running means flushed at a log step: an epoch ending there carries none
+            interval = numeric(event)
+        elif event["kind"] == "stage":
             name = event["stage"]
             progress["stages"][name] = {k: event.get(k) for k in ("status", "seconds", "key", "path")}
             run.set_tags({f"csvr.stage.{name}": event["status"]})
         elif event["kind"] == "epoch":
             step = steps(event["stage"], event["epoch"])
-            metrics = numeric(event)
+            metrics, interval = {**interval, **numeric(event)}, {}
             run.log_metrics(metrics, step)
             progress.update(stage=event["stage"], epoch=event["epoch"], global_epoch=step)
             report({**metrics, target: math.nan, "global_epoch": step}, progress)
@@ -172,8 +215,9 @@ def follow(events, cfg: Config, values: Mapping[str, Any], run: TrialRun, progre
             totals = {"compute_seconds": float(event.get("compute_seconds", 0.0)),
                       "saved_seconds": float(event.get("saved_seconds", 0.0))}
             progress.update(done=True)
-            report({target: math.nan, **numeric(event["metrics"], ()), **totals, "global_epoch": steps.total},
-                   progress)
+            final = {target: math.nan, **numeric(event["metrics"], ()), **totals, "global_epoch": steps.total}
+            report(final, progress)
+    return final
 
 
 def log_result(event: Mapping[str, Any], run: TrialRun, progress: dict, step: int) -> None:

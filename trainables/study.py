@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from csvr.config import ConfigError, apply_overrides, keys, parse_overrides, preset
+from csvr.config import Config, ConfigError, apply_overrides, keys, parse_overrides, preset
+from csvr.data.layouts import LayoutError, read_dataset
 from trainables import tracking
-from trainables.csvr_trainable import TrialContext, make_trainable, target_metric, trial_config
+from trainables.csvr_trainable import FAULT_ENV, TrialContext, make_trainable, target_metric, trial_config
 
 REPO = Path(__file__).resolve().parents[1]
+NODE_ROOT_ENV = "CSVR_TEST_NODE_ROOT"  # test hook: a node started with it sees the filesystem under this folder
 SMOKE = {  # every stage 1 epoch of 2 steps on a few videos: a minute or two on 2 cores
     "train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1, "train.joint_epochs": 1,
     "train.checkpoint_epochs": (1,), "train.steps_per_epoch": 2, "train.log_every": 2,
@@ -110,6 +112,13 @@ def grid_of(spec: StudySpec, args: argparse.Namespace) -> dict[str, list]:
     return {**grid, "train.seed": list(range(args.seeds))}
 
 
+def check_data(cfg: Config) -> None:
+    """Read every dataset's layout (split lists, class folders) now, so a wrong --data fails in seconds;
+    the driver must see the datasets at the same path as the nodes (like the storage)."""
+    for source in dict.fromkeys([cfg.data.source, *cfg.data.finetune_sources]):
+        read_dataset(source, cfg.data.split)
+
+
 def check_keys(spec: StudySpec) -> None:
     valid = set(keys())
     for key in [*spec.varied_keys(), *spec.base, *spec.smoke_base]:
@@ -124,14 +133,29 @@ def check_keys(spec: StudySpec) -> None:
 def connect_ray(address: str | None) -> None:
     import ray
 
-    if address is None:
+    if address is None:  # a local Ray; its dashboard stays off (it would listen on every interface)
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
         return
     try:
-        ray.init(address=address)
+        ray.init(address=cluster_address(address))
     except ConnectionError as err:
         raise SystemExit(f"no Ray cluster at --address {address} ({err}); start one with `ray start --head` "
                          "or drop --address to run on a local Ray") from None
+
+
+def cluster_address(address: str) -> str:
+    """--address auto = $RAY_ADDRESS or the cluster `ray start` last started on this node. Ray's own fallback
+    (any Ray process found on the machine) could join another user's local Ray, so it is not used."""
+    import ray._private.utils
+
+    if address != "auto":
+        return address
+    found = os.environ.get("RAY_ADDRESS") or ray._private.utils.read_ray_address()
+    if not found:
+        raise SystemExit("--address auto: no Ray cluster found on this node (RAY_ADDRESS is unset and "
+                         "`ray start --head` has not run here); start one with `ray start --head`, pass "
+                         "--address HEAD_IP:6379, or drop --address to run on a local Ray")
+    return found
 
 
 def check_storage_shared(storage: Path) -> None:
@@ -147,12 +171,12 @@ def check_storage_shared(storage: Path) -> None:
 
     @ray.remote(num_cpus=0)
     def probe(path: str, expect: str) -> str:
-        p = Path(path)
+        p = Path(os.environ.get(NODE_ROOT_ENV, "/")) / Path(path).relative_to("/")
         try:
             ok = p.read_text() == expect and os.access(p.parent, os.W_OK)
         except OSError:
             ok = False
-        return "" if ok else os.uname().nodename
+        return "" if ok else f"{ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
 
     try:
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
@@ -190,14 +214,12 @@ class StudyRun:
 
 
 def new_run(spec: StudySpec, args: argparse.Namespace, storage: Path, uri: str, base: dict) -> StudyRun:
-    from mlflow import MlflowClient
-
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = next(n for n in [stamp, *(f"{stamp}-{i}" for i in range(2, 1000))]
                 if not (storage / spec.name / n).exists())
     run_dir = storage / spec.name / name
     run_dir.mkdir(parents=True)
-    client = MlflowClient(uri)
+    client = tracking.client(uri)
     exp_id = tracking.ensure_experiment(client, spec.name, uri)
     parent = tracking.start_parent(client, exp_id, spec.name, args.search, f"{spec.name} {name}",
                                    {"csvr.git_commit": tracking.git_commit(REPO), "csvr.argv": " ".join(sys.argv),
@@ -224,7 +246,8 @@ def last_run(spec: StudySpec, storage: Path, args: argparse.Namespace) -> StudyR
 
 def preset_name(args: argparse.Namespace) -> str:
     """--preset, else tiny for --smoke and for the embedded dataset (a laptop run), else paper."""
-    return args.preset or ("tiny" if args.smoke or not args.data else "paper")
+    embedded = args.data.split(":", 1)[0] == "synthetic"
+    return args.preset or ("tiny" if args.smoke or embedded else "paper")
 
 
 def context_for(spec: StudySpec, run: StudyRun, storage: Path) -> TrialContext:
@@ -232,7 +255,7 @@ def context_for(spec: StudySpec, run: StudyRun, storage: Path) -> TrialContext:
     return TrialContext(study=spec.name, preset=s["preset"], base=s["base"], mlflow_uri=s["mlflow_uri"],
                         experiment_id=s["experiment_id"], parent_run_id=s["parent_run_id"], run_dir=str(run.dir),
                         store_root=str(storage / "stages"), git_commit=tracking.git_commit(REPO),
-                        varied=tuple(spec.varied_keys()))
+                        varied=tuple(spec.varied_keys()), fault=os.environ.get(FAULT_ENV, ""))
 
 
 def validate_grid(ctx: TrialContext, grid: Mapping[str, list]) -> int:
@@ -304,9 +327,9 @@ def close_dead_trials(client, parent_run_id: str, experiment_id: str) -> int:
     runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
                                                "and attributes.status = 'RUNNING'")
     for r in runs:
-        client.set_tag(r.info.run_id, "csvr.error", "the trial process ended without closing its run "
-                                                    "(killed or its node was lost); see Tune's error file")
-        client.set_terminated(r.info.run_id, "FAILED")
+        tracking.retry(client.set_tag, r.info.run_id, "csvr.error", "the trial process ended without closing its "
+                       "run (killed, its node was lost, or MLflow was unreachable); see Tune's error file")
+        tracking.retry(client.set_terminated, r.info.run_id, "FAILED")
     return len(runs)
 
 
@@ -316,7 +339,8 @@ def summarize(results, target: str, spec: StudySpec) -> tuple[str, dict[str, flo
     finished = [(c, m) for c, m, e in rows if e is None and math.isfinite(m.get(target, math.nan))]
     compute = sum(m.get("compute_seconds", 0.0) for _, m, _ in rows)
     saved = sum(m.get("saved_seconds", 0.0) for _, m, _ in rows)
-    counts = {"TERMINATED": sum(e is None for _, _, e in rows), "ERROR": sum(e is not None for _, _, e in rows)}
+    errors = sum(e is not None or bool(m.get("trial_failed")) for _, m, e in rows)  # trial_failed: not retried
+    counts = {"TERMINATED": len(rows) - errors, "ERROR": errors}
     metrics = {"study/trials_terminated": counts["TERMINATED"], "study/trials_error": counts["ERROR"],
                "study/compute_seconds": compute, "study/saved_seconds": saved}
     tags, lines = {}, [f"Study {spec.name} ({spec.title}): trials {counts}"]
@@ -335,10 +359,8 @@ def summarize(results, target: str, spec: StudySpec) -> tuple[str, dict[str, flo
 
 
 def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path) -> str:
-    from mlflow import MlflowClient
-
     s = run.state
-    client = MlflowClient(s["mlflow_uri"])
+    client = tracking.client(s["mlflow_uri"])
     closed = close_dead_trials(client, s["parent_run_id"], s["experiment_id"])
     text, metrics, tags = summarize(results, target, spec)
     if closed:
@@ -370,12 +392,14 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
     storage = Path(args.storage or cwd / "csvr_runs").expanduser().resolve()
     uri = tracking.resolve_uri(args.mlflow_uri, cwd)
     grid = grid_of(spec, args)
-    try:
+    try:  # every input is checked before Ray starts: a bad one fails in seconds, with no trial started
         check_keys(spec)
         base = base_overrides(spec, args)
-        for combo in itertools.product(*grid.values()):  # fail on a bad value before any trial starts
-            apply_overrides(apply_overrides(preset(preset_name(args)), base), dict(zip(grid, combo)))
-    except ConfigError as err:
+        cfg = apply_overrides(preset(preset_name(args)), base)
+        for combo in itertools.product(*grid.values()):
+            apply_overrides(cfg, dict(zip(grid, combo)))
+        check_data(cfg)
+    except (ConfigError, LayoutError) as err:
         raise SystemExit(f"error: {err}") from None
     storage.mkdir(parents=True, exist_ok=True)
     resumed = last_run(spec, storage, args) if args.resume else None
@@ -386,8 +410,7 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
     prepare_datasets(trial_config(ctx, {}))
     target = target_metric(trial_config(ctx, {}))
     if args.resume:
-        from mlflow import MlflowClient
-        tracking.reopen(MlflowClient(run.state["mlflow_uri"]), run.state["parent_run_id"])
+        tracking.reopen(tracking.client(run.state["mlflow_uri"]), run.state["parent_run_id"])
     size = f"{args.num_samples} Optuna samples" if args.search == "optuna" else f"{math.prod(map(len, grid.values()))} trials"
     print(f"Study {spec.name}: {size}, storage {run.dir}, MLflow {run.state['mlflow_uri']} "
           f"(open it with: {tracking.ui_command(run.state['mlflow_uri'], cwd)})", flush=True)

@@ -7,12 +7,18 @@
     run = TrialRun.open(client, exp_id, parent, run_id=None, tags={...})   # in the trial process
     run.log_metrics({"train/joint/loss": 0.3}, step=7)                      # steps already logged are skipped
 
+Every client call goes through `retry`: while the store is locked or the server is unreachable, it backs off
+(0.2 s doubling to 8 s) for up to RETRY_SECONDS, then the trial fails with MlflowUnavailable; a metric is
+never dropped silently.
+
 Ray's MLflowLoggerCallback can neither nest runs (ray#19909) nor upload artifacts (ray#46569), so each
 trial logs from its own process with a client built from the tracking URI in its context (mlflow#7206);
 that works on remote nodes against an MLflow server. Names follow DESIGN.md ("MLflow naming").
 """
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -23,11 +29,23 @@ from typing import Any, Callable, Mapping, TypeVar
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import RequestException, Timeout
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 MAX_BATCH = 100  # log_batch accepts at most 100 params / 1000 metrics per call
 MAX_TAG = 5000
+RETRY_SECONDS = 60.0  # how long a trial waits for an unreachable MLflow before it fails
+TRANSIENT = ("locked", "max retries exceeded", "connection", "timed out", "temporarily_unavailable",
+             "too many requests", "bad gateway", "service unavailable", "gateway timeout")
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+class MlflowUnavailable(RuntimeError):
+    """MLflow stayed unreachable for RETRY_SECONDS; the trial fails (and Tune retries it) instead of
+    going on without its metrics."""
 
 
 def resolve_uri(uri: str | None, cwd: Path) -> str:
@@ -62,29 +80,51 @@ def git_commit(repo: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
-    """Call an MLflow client method, retrying while a sqlite store is locked by a concurrent trial."""
-    for attempt in range(attempts):
+def retry(fn: Callable[..., T], *args: Any, seconds: float = RETRY_SECONDS, **kwargs: Any) -> T:
+    """Call an MLflow client method; retry transient failures (a sqlite store locked by a concurrent trial, an
+    MLflow server that is down, restarting or overloaded) with exponential backoff for up to `seconds`, then
+    raise MlflowUnavailable. Retried calls are safe: a metric logged twice with the same step and timestamp
+    is stored once, and tags, params, artifacts and run status are overwritten with the same value."""
+    deadline, wait = time.monotonic() + seconds, 0.2
+    while True:
         try:
             return fn(*args, **kwargs)
-        except MlflowException as err:
-            if "locked" not in str(err).lower() or attempt == attempts - 1:
+        except (MlflowException, RequestException, OSError) as err:
+            if not transient(err):
                 raise
-            time.sleep(0.2 * 2 ** attempt)
-    raise AssertionError("unreachable")
+            if time.monotonic() + wait > deadline:
+                raise MlflowUnavailable(f"MLflow did not answer for {seconds:.0f} s ({fn.__name__}): {err}") from err
+            log.warning("MLflow %s failed (%s); retrying in %.1f s", fn.__name__, str(err).splitlines()[0][:160], wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 8.0)
+
+
+def transient(err: BaseException) -> bool:
+    if isinstance(err, (RequestsConnectionError, Timeout)):
+        return True
+    text = str(err).lower()
+    return any(marker in text for marker in TRANSIENT)
+
+
+def client(uri: str) -> MlflowClient:
+    """An MlflowClient whose HTTP calls give up after a few seconds (MLflow's own retries take ~4 min per
+    call), so that `retry` bounds the wait; variables set in the environment win."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return MlflowClient(uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    found = client.get_experiment_by_name(name)
+    found = retry(client.get_experiment_by_name, name)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    return retry(client.create_experiment, name, artifact_location=artifact_location(uri, name))
 
 
 def start_parent(client: MlflowClient, experiment_id: str, study: str, search: str, run_name: str,
                  tags: Mapping[str, str] = ()) -> str:
     base = {"csvr.role": "study", "csvr.study": study, "csvr.search": search}
-    run = client.create_run(experiment_id, run_name=run_name, tags={**base, **dict(tags)})
+    run = retry(client.create_run, experiment_id, run_name=run_name, tags={**base, **dict(tags)})
     return run.info.run_id
 
 
