@@ -157,6 +157,27 @@ def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
     retried = next(r for r in children if r.data.params["loss.sigma_p"] == "1.0")
     assert "traceback.txt" in artifact_paths(client, retried.info.run_id)  # the failed attempt's
     assert "csvr.error" not in retried.data.tags
+    # branch pretraining ran once for the whole grid: one trial computed it, the other reused it
+    for stage in ("pose", "context", "video"):
+        assert sorted(r.data.tags[f"csvr.stage.{stage}"] for r in children) == ["computed", "reused"], stage
+    assert {r.data.tags["csvr.stage.joint"] for r in children} == {"computed"}  # sigma enters here
+
+    # analysis/ turns exactly these runs into the Fig. 3 matrix and figures
+    from analysis.figures import write_figures
+    from analysis.tables import build_table
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    import io
+
+    import pandas as pd
+
+    table = pd.read_csv(io.StringIO(build_table("sigma_grid", uri, "csv"))).set_index("loss.sigma_p")
+    for run in children:
+        cell = table.loc[float(run.data.params["loss.sigma_p"]), "0.75 mean"]
+        assert cell == pytest.approx(100 * run.data.metrics[TARGET]), table
+    assert (table["0.75 n"] == 1).all()
+    figures = write_figures("sigma_grid", uri, tmp_path / "figures")
+    assert any("heatmap" in f.name for f in figures) and all(f.stat().st_size > 1000 for f in figures)
 
 
 @pytest.mark.slow
