@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from csvr.cluster import NoClusterError, cluster_address
 from csvr.data.layouts import DatasetIndex, LayoutError, VideoEntry, read_dataset
 
 POSE_SHORT_SIDE = 256  # MediaPipe runs on the originals, decoded no larger than this (speed)
@@ -171,7 +172,9 @@ def _init_ray(workers: int | None, address: str | None) -> bool:
         return False
     if address:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=cluster_address(address), log_to_driver=False)
+        except NoClusterError as err:
+            raise PrepareError(str(err)) from None
         except ConnectionError as err:
             raise PrepareError(f"--address {address}: no Ray cluster to join ({err}). Start one with "
                                "`ray start --head` (and `ray start --address HEAD:6379` on the other "

@@ -260,3 +260,15 @@ def test_non_finite_loss_names_the_term_and_step():
     assert [e["step"] for e in events] == [2]  # raised at the next log interval (step 4), not before
     msg = str(err.value)
     assert "pose/l2" in msg and "step 3" in msg
+
+
+def test_every_epoch_event_carries_the_epoch_means(tiny_cfg):
+    """Log intervals and epochs are separate: an epoch that ends on a log step still reports its means."""
+    cfg = apply_overrides(tiny_cfg, {"train.log_every": 2})
+    model = build_csvr(cfg)
+    batches = lambda epoch: [random_batch(cfg, seed=epoch * 10 + i) for i in range(2)]  # noqa: E731
+    events = list(train_stage(model, "context", cfg, batches, StageState(), 2, make_optimizers(model, "context", cfg),
+                              torch.device("cpu")))
+    assert [e["kind"] for e in events] == ["log", "epoch", "log", "epoch"]
+    for log, epoch in zip(events[::2], events[1::2]):
+        assert epoch["train/context/context/loss"] == pytest.approx(log["train/context/context/loss"])

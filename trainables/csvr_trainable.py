@@ -193,18 +193,16 @@ def end_failed(run: TrialRun, err: BaseException) -> None:
 
 def follow(events, cfg: Config, values: Mapping[str, Any], run: TrialRun, progress: dict) -> dict:
     """Turn run_trial's events into MLflow logging and Tune reports; returns the final Tune result."""
-    steps, target, epochs_seen, final, interval = GlobalSteps(cfg), target_metric(cfg), 0, {}, {}
+    steps, target, epochs_seen, final = GlobalSteps(cfg), target_metric(cfg), 0, {}
     workdir = Path(progress["workdir"])
     for event in events:
-        if event["kind"] == "log":  # running means flushed at a log step: an epoch ending there carries none
-            interval = numeric(event)
-        elif event["kind"] == "stage":
+        if event["kind"] == "stage":
             name = event["stage"]
             progress["stages"][name] = {k: event.get(k) for k in ("status", "seconds", "key", "path")}
             run.set_tags({f"csvr.stage.{name}": event["status"]})
         elif event["kind"] == "epoch":
             step = steps(event["stage"], event["epoch"])
-            metrics, interval = {**interval, **numeric(event)}, {}
+            metrics = numeric(event)  # the epoch's means
             run.log_metrics(metrics, step)
             progress.update(stage=event["stage"], epoch=event["epoch"], global_epoch=step)
             report({**metrics, target: math.nan, "global_epoch": step}, progress)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from csvr.cluster import NoClusterError, cluster_address
 from csvr.config import Config, ConfigError, apply_overrides, keys, parse_overrides, preset
 from csvr.data.layouts import LayoutError, read_dataset
 from trainables import tracking
@@ -138,24 +139,11 @@ def connect_ray(address: str | None) -> None:
         return
     try:
         ray.init(address=cluster_address(address))
+    except NoClusterError as err:
+        raise SystemExit(str(err)) from None
     except ConnectionError as err:
         raise SystemExit(f"no Ray cluster at --address {address} ({err}); start one with `ray start --head` "
                          "or drop --address to run on a local Ray") from None
-
-
-def cluster_address(address: str) -> str:
-    """--address auto = $RAY_ADDRESS or the cluster `ray start` last started on this node. Ray's own fallback
-    (any Ray process found on the machine) could join another user's local Ray, so it is not used."""
-    import ray._private.utils
-
-    if address != "auto":
-        return address
-    found = os.environ.get("RAY_ADDRESS") or ray._private.utils.read_ray_address()
-    if not found:
-        raise SystemExit("--address auto: no Ray cluster found on this node (RAY_ADDRESS is unset and "
-                         "`ray start --head` has not run here); start one with `ray start --head`, pass "
-                         "--address HEAD_IP:6379, or drop --address to run on a local Ray")
-    return found
 
 
 def check_storage_shared(storage: Path) -> None:

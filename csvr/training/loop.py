@@ -114,9 +114,10 @@ def train_stage(model: CSVR, stage: str, cfg: Config, batches: Callable[[int], I
             state.step += 1
             tracker.add(_named(stage, terms), state.step)
             if state.step % cfg.train.log_every == 0:
-                yield {"kind": "log", "stage": stage, "epoch": epoch, "step": state.step, **tracker.flush()}
+                yield {"kind": "log", "stage": stage, "epoch": epoch, "step": state.step, **tracker.flush("interval")}
         state.epoch = epoch + 1
-        yield {"kind": "epoch", "stage": stage, "epoch": state.epoch, "step": state.step, **tracker.flush()}
+        tracker.flush("interval")
+        yield {"kind": "epoch", "stage": stage, "epoch": state.epoch, "step": state.step, **tracker.flush("epoch")}
 
 
 def to_device(batch: dict, device: torch.device, cfg: Config) -> dict:
@@ -154,31 +155,38 @@ def resolve_device(name: str) -> torch.device:
 
 
 class _Tracker:
-    """Running sums of the logged terms on the device, and the first step at which each was non-finite."""
+    """Running sums of the logged terms on the device, per logging interval and per epoch, and the first
+    step at which each term was non-finite."""
 
     def __init__(self, device: torch.device):
-        self.device, self.sums, self.bad, self.count = device, {}, {}, 0
+        self.device, self.bad = device, {}
+        self.sums: dict[str, dict] = {"interval": {}, "epoch": {}}
+        self.count = {"interval": 0, "epoch": 0}
 
     def add(self, logs: dict[str, torch.Tensor], step: int) -> None:
-        self.count += 1
+        step_t = torch.tensor(step, device=self.device)
+        for scope in self.sums:
+            self.count[scope] += 1
         for name, value in logs.items():
             v = torch.as_tensor(value, device=self.device).float().detach()
-            self.sums[name] = self.sums.get(name, 0.0) + v
+            for sums in self.sums.values():
+                sums[name] = sums.get(name, 0.0) + v
             first = self.bad.get(name, torch.tensor(-1, device=self.device))
-            self.bad[name] = torch.where((first < 0) & ~torch.isfinite(v), torch.tensor(step, device=self.device),
-                                         first)
+            self.bad[name] = torch.where((first < 0) & ~torch.isfinite(v), step_t, first)
 
-    def flush(self) -> dict[str, float]:
-        if not self.count:
+    def flush(self, scope: str) -> dict[str, float]:
+        """Means over the interval (or epoch) since the last flush of that scope; one host sync."""
+        sums, count = self.sums[scope], self.count[scope]
+        if not count:
             return {}
-        names = list(self.sums)
-        bad = torch.stack([self.bad[n] for n in names]).tolist()  # the one host sync per interval
+        names = list(sums)
+        bad = torch.stack([self.bad[n] for n in names]).tolist()
         for name, step in zip(names, bad):
             if step >= 0:
                 raise NonFiniteLossError(f"loss term {name} became non-finite at step {step}; lower the learning "
                                          "rate or check the input data")
-        means = (torch.stack([self.sums[n] for n in names]) / self.count).tolist()
-        self.sums, self.bad, self.count = {}, {}, 0
+        means = (torch.stack([sums[n] for n in names]) / count).tolist()
+        self.sums[scope], self.count[scope] = {}, 0
         return dict(zip(names, means))
 
 
