@@ -16,6 +16,7 @@ def cluster_address(address: str) -> str:
     (any Ray process found on the machine) could join another user's local Ray, so it is not used."""
     import ray._private.utils
 
+    _use_token_if_present()
     if address != "auto":
         return address
     found = os.environ.get("RAY_ADDRESS") or ray._private.utils.read_ray_address()
@@ -24,3 +25,17 @@ def cluster_address(address: str) -> str:
                              "`ray start --head` has not run here); start one with `ray start --head`, pass "
                              "--address HEAD_IP:6379, or drop --address to run on a local Ray")
     return found
+
+
+def _use_token_if_present() -> None:
+    """A cluster from `ray start` uses token authentication by default since Ray 2.59, and a driver only sends
+    the token (from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) with RAY_AUTH_MODE=token.
+    Turn it on when a token is there and the user chose no mode; a cluster without auth accepts it too."""
+    has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+        os.path.exists(os.path.expanduser("~/.ray/auth_token"))
+    if has_token and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")  # Ray read its config when it was imported: read it again with the new mode
+        AuthenticationTokenLoader.instance().reset_cache()

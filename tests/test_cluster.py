@@ -300,3 +300,28 @@ def test_worker_node_lost_mid_trial_is_retried_from_its_checkpoint(cluster, serv
     (retried,) = [r for r in children if r.data.tags["csvr.trial_id"] == victim.name]
     assert retried.data.tags["csvr.node_id"] == cluster.head_node.node_id  # the retry ran on the surviving node
     assert TARGET in retried.data.metrics
+
+
+@pytest.mark.slow
+def test_address_auto_joins_a_cluster_started_with_ray_start(tmp_path, ray_tmp):
+    """`ray start --head` (token authentication on by default since Ray 2.59), then `--address auto`."""
+    port = free_port()
+    env = {**study_env(ray_tmp), "HOME": str(tmp_path)}  # its own ~/.ray/auth_token, not the user's
+    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                             f"--port={port}", f"--node-ip-address={LOCAL}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: (Path(ray_tmp) / "ray" / "ray_current_cluster").exists(), 60, "ray start", head)
+        out = subprocess.run(study_cmd(tmp_path / "runs", "--address", "auto"), cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "trials {'TERMINATED': 2, 'ERROR': 0}" in out.stdout
+        assert f"{LOCAL}:{port}" in out.stderr  # it joined that cluster rather than starting its own
+    finally:
+        head.send_signal(signal.SIGTERM)  # --block: stopping `ray start` stops the processes it started
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill_group(head)
