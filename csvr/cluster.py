@@ -1,6 +1,6 @@
 """Joining a Ray cluster: the one rule for `--address`, shared by `csvr.prepare` and the studies.
 
-    ray.init(address=cluster_address("auto"))
+    join_cluster("auto")                      # ray.init on $RAY_ADDRESS or the `ray start` cluster here
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ def cluster_address(address: str) -> str:
     (any Ray process found on the machine) could join another user's local Ray, so it is not used."""
     import ray._private.utils
 
-    _use_token_if_present()
     if address != "auto":
         return address
     found = os.environ.get("RAY_ADDRESS") or ray._private.utils.read_ray_address()
@@ -25,6 +24,15 @@ def cluster_address(address: str) -> str:
                              "`ray start --head` has not run here); start one with `ray start --head`, pass "
                              "--address HEAD_IP:6379, or drop --address to run on a local Ray")
     return found
+
+
+def join_cluster(address: str, **init_kwargs) -> None:
+    """ray.init on the cluster `address` names, sending the cluster's token when one is on this machine."""
+    import ray
+
+    resolved = cluster_address(address)
+    _use_token_if_present()
+    ray.init(address=resolved, **init_kwargs)
 
 
 def _use_token_if_present() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from csvr.cluster import NoClusterError, cluster_address
+from csvr.cluster import NoClusterError, join_cluster
 from csvr.data.layouts import DatasetIndex, LayoutError, VideoEntry, read_dataset
 
 POSE_SHORT_SIDE = 256  # MediaPipe runs on the originals, decoded no larger than this (speed)
@@ -172,7 +172,7 @@ def _init_ray(workers: int | None, address: str | None) -> bool:
         return False
     if address:
         try:
-            ray.init(address=cluster_address(address), log_to_driver=False)
+            join_cluster(address, log_to_driver=False)
         except NoClusterError as err:
             raise PrepareError(str(err)) from None
         except ConnectionError as err:

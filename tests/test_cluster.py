@@ -307,6 +307,8 @@ def test_address_auto_joins_a_cluster_started_with_ray_start(tmp_path, ray_tmp):
     """`ray start --head` (token authentication on by default since Ray 2.59), then `--address auto`."""
     port = free_port()
     env = {**study_env(ray_tmp), "HOME": str(tmp_path)}  # its own ~/.ray/auth_token, not the user's
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):  # Ray's defaults, as for a user
+        env.pop(key, None)
     head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                              f"--port={port}", f"--node-ip-address={LOCAL}", "--num-cpus=2",
                              "--include-dashboard=false", "--disable-usage-stats"],

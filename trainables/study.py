@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from csvr.cluster import NoClusterError, cluster_address
+from csvr.cluster import NoClusterError, join_cluster
 from csvr.config import Config, ConfigError, apply_overrides, keys, parse_overrides, preset
 from csvr.data.layouts import LayoutError, read_dataset
 from trainables import tracking
@@ -138,7 +138,7 @@ def connect_ray(address: str | None) -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
         return
     try:
-        ray.init(address=cluster_address(address))
+        join_cluster(address)
     except NoClusterError as err:
         raise SystemExit(str(err)) from None
     except ConnectionError as err:
