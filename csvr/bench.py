@@ -316,23 +316,16 @@ def sample_video(name: str) -> Path:
 
 def cut_video(src: Path, dst: Path, frames: int) -> Path:
     """The first `frames` frames of `src` as H.264 (encoder defaults); frames=0 copies the file unchanged."""
-    import av
     import decord
+
+    from csvr.data.video import write_video
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     if frames <= 0:
         return Path(shutil.copyfile(src, dst))
     vr = decord.VideoReader(str(src))
     rgb = vr.get_batch(list(range(min(frames, len(vr))))).asnumpy()  # (F, H, W, 3)
-    rate = Fraction(vr.get_avg_fps()).limit_denominator(1001)
-    with av.open(str(dst), mode="w") as out:
-        stream = out.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = rgb.shape[2], rgb.shape[1], "yuv420p"
-        for i, img in enumerate(rgb):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+    write_video(dst, [rgb], rgb.shape[2], rgb.shape[1], Fraction(vr.get_avg_fps()).limit_denominator(1001))
     return dst
 
 

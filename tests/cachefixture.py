@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pandas as pd
+
+from csvr.data.video import fixed_gop, write_video
 
 W, H, SQUARE, GOP = 64, 48, 12, 12
 CLASSES = [{"index": 0, "name": "Jump", "group": "motion"}, {"index": 1, "name": "Wave", "group": None}]
@@ -52,14 +53,7 @@ def render(frames: int, phase: float) -> np.ndarray:
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 25) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"g": str(GOP), "keyint_min": str(GOP), "sc_threshold": "0", "bf": "0", "crf": "4"}
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+    write_video(path, [frames], W, H, fps, options={**fixed_gop(GOP), "crf": "4"})
 
 
 def make_poses(frames: int, phase: float, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -12,7 +12,6 @@ import importlib.util
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 SAMPLES = ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4", "carphone_distorted.mp4")
@@ -36,20 +35,13 @@ def sample(name: str) -> Path:
 def write_clip(dst: Path, frames: int = 30, size: tuple[int, int] = (88, 72), start: int = 0,
                src: str = "carphone_pristine.mp4", codec: str = "mpeg4") -> Path:
     """Cut `frames` frames from a sample video, resized to `size` (w, h), into `dst` (container from suffix)."""
-    import av
     import decord
+
+    from csvr.data.video import write_video
 
     vr = decord.VideoReader(str(sample(src)), width=size[0], height=size[1])
     rgb = vr.get_batch(list(range(start, start + frames))).asnumpy()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(dst), mode="w") as out:
-        stream = out.add_stream(codec, rate=Fraction(30000, 1001))
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i, img in enumerate(rgb):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+    write_video(dst, [rgb], size[0], size[1], Fraction(30000, 1001), codec=codec)
     return dst
 
 

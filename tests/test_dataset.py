@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from csvr.data import dataset as D
-from tests.cachefixture import RIGHT_SPOT, write_cache
+from tests.cachefixture import write_cache
 
 T, TF, STRIDE, SIZE = 4, 4, 2, 32
 SHORT = 2  # train index of the 10-frame video

@@ -103,20 +103,27 @@ def iter_frames(path: str | Path, width: int = -1, height: int = -1, chunk: int 
         yield batch
 
 
-def reencode(src: str | Path, dst: str | Path, short_side: int, gop: int = GOP, crf: int = 18) -> int:
-    """Write every frame of `src` to `dst` as H.264 (yuv420p, fixed GOP, no B-frames); return the frame count."""
+def fixed_gop(gop: int = GOP, crf: int = 18) -> dict[str, str]:
+    """libx264 options for CoViAR-style I-frames: a key frame every `gop` frames, never elsewhere, no B-frames."""
+    return {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0", "preset": "veryfast",
+            "crf": str(crf)}
+
+
+def write_video(dst: str | Path, chunks, width: int, height: int, rate, codec: str = "libx264",
+                options: dict[str, str] | None = None, bit_rate: int = 0) -> int:
+    """Encode uint8 RGB frames (an iterable of (N, H, W, 3) chunks) into `dst` (container from its suffix);
+    return the frame count. The one place this project writes video."""
     import av
 
-    info = probe(src)
-    width, height = scaled_size(info["width"], info["height"], short_side)
-    rate = Fraction(info["fps"]).limit_denominator(1001) if info["fps"] > 0 else Fraction(25)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    with av.open(str(dst), mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=rate)
+    with av.open(str(dst), mode="w") as out:
+        stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0",
-                          "preset": "veryfast", "crf": str(crf)}
-        for chunk in iter_frames(src, width, height):
+        stream.options = options or {}
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        for chunk in chunks:
             for rgb in chunk:
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
                 frame.pts = count
@@ -124,6 +131,14 @@ def reencode(src: str | Path, dst: str | Path, short_side: int, gop: int = GOP, 
                 count += 1
         out.mux(stream.encode())
     return count
+
+
+def reencode(src: str | Path, dst: str | Path, short_side: int, gop: int = GOP, crf: int = 18) -> int:
+    """Write every frame of `src` to `dst` as H.264 (yuv420p, fixed GOP, no B-frames); return the frame count."""
+    info = probe(src)
+    width, height = scaled_size(info["width"], info["height"], short_side)
+    rate = Fraction(info["fps"]).limit_denominator(1001) if info["fps"] > 0 else Fraction(25)
+    return write_video(dst, iter_frames(src, width, height), width, height, rate, options=fixed_gop(gop, crf))
 
 
 def keyframe_indices(path: str | Path) -> np.ndarray:
