@@ -27,23 +27,34 @@ def cluster_address(address: str) -> str:
 
 
 def join_cluster(address: str, **init_kwargs) -> None:
-    """ray.init on the cluster `address` names, sending the cluster's token when one is on this machine."""
+    """ray.init on the cluster `address` names. A cluster from `ray start` uses token authentication when a
+    token exists (Ray >= 2.59), and a driver only sends its token with RAY_AUTH_MODE=token: if joining fails,
+    a token is on this machine and the user chose no mode, try once more in token mode."""
     import ray
 
     resolved = cluster_address(address)
-    _use_token_if_present()
-    ray.init(address=resolved, **init_kwargs)
+    try:
+        ray.init(address=resolved, **init_kwargs)
+    except ConnectionError as err:
+        if "RAY_AUTH_MODE" in os.environ or not _token_available():
+            raise
+        _token_mode()
+        try:
+            ray.init(address=resolved, **init_kwargs)
+        except ConnectionError:
+            raise ConnectionError(f"{err}; also tried with Ray token authentication (RAY_AUTH_MODE=token and "
+                                  "the token in ~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
 
 
-def _use_token_if_present() -> None:
-    """A cluster from `ray start` uses token authentication by default since Ray 2.59, and a driver only sends
-    the token (from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) with RAY_AUTH_MODE=token.
-    Turn it on when a token is there and the user chose no mode; a cluster without auth accepts it too."""
-    has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
-        os.path.exists(os.path.expanduser("~/.ray/auth_token"))
-    if has_token and "RAY_AUTH_MODE" not in os.environ:
-        os.environ["RAY_AUTH_MODE"] = "token"
-        from ray._raylet import AuthenticationTokenLoader, Config
+def _token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or os.path.exists(os.path.expanduser("~/.ray/auth_token")))
 
-        Config.initialize("")  # Ray read its config when it was imported: read it again with the new mode
-        AuthenticationTokenLoader.instance().reset_cache()
+
+def _token_mode() -> None:
+    """Send the token from now on (Ray read its config when it was imported: make it read it again)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

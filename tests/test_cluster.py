@@ -303,10 +303,13 @@ def test_worker_node_lost_mid_trial_is_retried_from_its_checkpoint(cluster, serv
 
 
 @pytest.mark.slow
-def test_address_auto_joins_a_cluster_started_with_ray_start(tmp_path, ray_tmp):
-    """`ray start --head` (token authentication on by default since Ray 2.59), then `--address auto`."""
-    port = free_port()
-    env = {**study_env(ray_tmp), "HOME": str(tmp_path)}  # its own ~/.ray/auth_token, not the user's
+def test_address_auto_joins_a_cluster_started_with_ray_start(tmp_path):
+    """`ray start --head` with a token (Ray's token authentication), then `--address auto`."""
+    port, ray_tmp = free_port(), tempfile.mkdtemp(prefix="rs", dir="/tmp")  # no other cluster's address file
+    home = tmp_path / "home"  # its own ~/.ray/auth_token, not the user's
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"],
+                   env={**os.environ, "HOME": str(home)}, check=True, capture_output=True, timeout=60)
+    env = {**study_env(ray_tmp), "HOME": str(home)}
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):  # Ray's defaults, as for a user
         env.pop(key, None)
     head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
@@ -315,7 +318,8 @@ def test_address_auto_joins_a_cluster_started_with_ray_start(tmp_path, ray_tmp):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        wait_for(lambda: (Path(ray_tmp) / "ray" / "ray_current_cluster").exists(), 60, "ray start", head)
+        address_file = Path(ray_tmp) / "ray" / "ray_current_cluster"
+        wait_for(lambda: address_file.exists() and str(port) in address_file.read_text(), 60, "ray start", head)
         out = subprocess.run(study_cmd(tmp_path / "runs", "--address", "auto"), cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -327,3 +331,4 @@ def test_address_auto_joins_a_cluster_started_with_ray_start(tmp_path, ray_tmp):
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             kill_group(head)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
