@@ -26,6 +26,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.test_studies import artifact_paths
 from trainables.csvr_trainable import FAULT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,13 +199,6 @@ def study_runs(uri: str, storage: Path, study: str = "sigma_grid"):
     parent = client.get_run(state["parent_run_id"])
     children = client.search_runs([state["experiment_id"]], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     return client, parent, children
-
-
-def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
-    out = set()
-    for a in client.list_artifacts(run_id, path):
-        out |= artifact_paths(client, run_id, a.path) if a.is_dir else {a.path}
-    return out
 
 
 def metric_steps(client, run, key: str) -> list[int]:
