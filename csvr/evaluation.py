@@ -29,28 +29,26 @@ def _flatten_clips(batch: dict, device: torch.device) -> tuple[dict, int, int]:
 
 
 @torch.no_grad()
+def _per_video(fn, loader: Iterable[dict], device: torch.device) -> tuple[Tensor, Tensor]:
+    """fn((B*N) clips) -> (B*N, D), averaged over each video's N clips: (V, D) and (V,) labels."""
+    outs, labels = [], []
+    for batch in loader:
+        flat, b, n = _flatten_clips(batch, device)
+        outs.append(fn(flat).view(b, n, -1).mean(1).float().cpu())
+        labels.append(batch["label"])
+    return torch.cat(outs), torch.cat(labels)
+
+
 def video_scores(model: nn.Module, loader: Iterable[dict], device: torch.device) -> tuple[Tensor, Tensor]:
     """Mean softmax over each video's clips: (V, classes) probabilities and (V,) labels."""
     model.eval()
-    probs, labels = [], []
-    for batch in loader:
-        flat, b, n = _flatten_clips(batch, device)
-        p = model(flat).softmax(-1).view(b, n, -1).mean(1)
-        probs.append(p.float().cpu())
-        labels.append(batch["label"])
-    return torch.cat(probs), torch.cat(labels)
+    return _per_video(lambda clips: model(clips).softmax(-1), loader, device)
 
 
-@torch.no_grad()
 def video_features(feature: nn.Module, loader: Iterable[dict], device: torch.device) -> tuple[Tensor, Tensor]:
     """Mean feature over each video's clips: (V, D) and (V,) labels."""
     feature.eval()
-    feats, labels = [], []
-    for batch in loader:
-        flat, b, n = _flatten_clips(batch, device)
-        feats.append(feature(flat).view(b, n, -1).mean(1).float().cpu())
-        labels.append(batch["label"])
-    return torch.cat(feats), torch.cat(labels)
+    return _per_video(feature, loader, device)
 
 
 def recognition(probs: Tensor, labels: Tensor, classes: int) -> dict:

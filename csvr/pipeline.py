@@ -16,6 +16,7 @@ on its key: shared and unshared runs give the same numbers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import time
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader, Sampler
 from csvr import evaluation as E
 from csvr.config import Config, apply_overrides, finetune_for, flatten, to_dict
 from csvr.data.dataset import ClipDataset, EvalClips, default_context, seed_worker
-from csvr.data.sources import ensure_prepared
+from csvr.data.sources import cache_dir_for, ensure_prepared
 from csvr.models.csvr import CSVR, build_context, build_pose
 from csvr.models.integration import INTEGRATIONS
 from csvr.models.video_gan import build_video_gan
@@ -161,12 +162,19 @@ def dataset_kind(spec: str) -> str:
 
 
 def prepared(spec: str, cfg: Config) -> Path:
-    """The dataset's cache, prepared on first use. Inside a Ray trial (where a study's driver has normally
-    prepared it already) any missing work runs in-process: Ray tasks would wait for CPUs the trials hold."""
+    """The dataset's cache, prepared on first use (checked once per process: a complete cache stays complete).
+    Inside a Ray trial (where a study's driver has normally prepared it already) any missing work runs
+    in-process: Ray tasks would wait for CPUs the trials hold."""
+    where = cache_dir_for(spec, cfg.data.cache_size, cfg.data.cache_root)  # the memo follows $CSVR_HOME
+    return _prepared(spec, cfg.data.cache_size, cfg.data.cache_root, cfg.data.split, where)
+
+
+@functools.lru_cache(maxsize=None)
+def _prepared(spec: str, cache_size: int, cache_root: str, split: int, where: Path) -> Path:
     import ray
 
     inline = 0 if ray.is_initialized() else None
-    return ensure_prepared(spec, cfg.data.cache_size, cfg.data.cache_root, workers=inline, split=cfg.data.split)
+    return ensure_prepared(spec, cache_size, cache_root, workers=inline, split=split)
 
 
 # ---------------------------------------------------------------------------------------------
