@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from csvr import bench
+from csvr.bench import __main__ as bench  # the CLI module: main, COMMANDS, Report, STEP_RATE
 from tests.media import sample_dir
 
 

