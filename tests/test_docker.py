@@ -473,7 +473,7 @@ def test_kustomize_renders_offline():
     result = subprocess.run([kubectl, "kustomize", str(KUBERAY)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(result.stdout) if d}
-    assert kinds == {"RayCluster", "PersistentVolumeClaim"}
+    assert kinds == {"RayCluster", "PersistentVolumeClaim", "NetworkPolicy"}
 
 
 # ----------------------------------------------------------------------------------------- README
@@ -481,5 +481,118 @@ def test_readme_walkthrough_covers_the_essentials():
     text = (DOCKER / "README.md").read_text()
     for needle in ("docker build", "-f docker/Dockerfile", "docker compose", "ray up docker/ray-cluster.yaml",
                    "kubectl apply", "ssh -L", "kubectl port-forward", "--storage", "basic-auth",
-                   "studies/sigma_grid.py --address auto"):
+                   "studies/sigma_grid.py --address auto", "RAY_AUTH_MODE=token", "csvr-ray-token",
+                   "networkpolicy.yaml", "## What is protected, and what is not", "CHANGE_ME"):
         assert needle in text, needle
+
+
+# ----------------------------------------------------------------------------------------- secrets and Ray auth
+def _compose_services_with_auth() -> dict[str, dict]:
+    """compose.yaml with compose.auth.yaml merged in (environment mappings merged, other keys replaced)."""
+    services = _load(COMPOSE)["services"]
+    for name, extra in _load(COMPOSE_AUTH)["services"].items():
+        merged = dict(services[name])
+        merged["environment"] = {**(services[name].get("environment") or {}), **(extra.get("environment") or {})}
+        services[name] = merged
+    return services
+
+
+def _placeholder_fed(svc: dict) -> list[str]:
+    """Container variables whose value comes from a .env entry that .env.example leaves as CHANGE_ME."""
+    placeholders = {k for k, v in _env_example().items() if v == "CHANGE_ME"}
+    out = []
+    for key, value in (svc.get("environment") or {}).items():
+        ref = re.search(r"(?<!\$)\$\{(\w+)", str(value))
+        if ref and ref.group(1) in placeholders:
+            out.append(key)
+    return out
+
+
+def _run_start_command(svc: dict, env: dict[str, str], stubs: Path) -> subprocess.CompletedProcess:
+    """The service's `sh -ec` start script as the container would run it, with `exec` replaced by an echo
+    and `mc` stubbed: what runs before the real program is exactly what the container runs."""
+    assert svc.get("entrypoint") == ["/bin/sh", "-ec"], svc.get("entrypoint")
+    script = str(svc["command"][0]).replace("$$", "$").replace("exec ", "exec echo started: ")
+    return subprocess.run(["sh", "-ec", script], env={"PATH": f"{stubs}:/usr/bin:/bin", **env},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_every_compose_service_refuses_change_me_secrets(tmp_path):
+    (tmp_path / "mc").write_text("#!/bin/sh\necho mc \"$@\"\n")
+    (tmp_path / "mc").chmod(0o755)
+    services = _compose_services_with_auth()
+    checked = 0
+    for name, svc in services.items():
+        secrets = _placeholder_fed(svc)
+        if not secrets:
+            continue
+        real = {key: f"real-{key.lower()}-value" for key in secrets}
+        ok = _run_start_command(svc, real, tmp_path)
+        assert ok.returncode == 0 and "CHANGE_ME" not in ok.stderr, (name, ok.stderr)
+        for key in secrets:
+            out = _run_start_command(svc, {**real, key: "CHANGE_ME"}, tmp_path)
+            assert out.returncode != 0, f"{name} starts with {key}=CHANGE_ME"
+            assert "CHANGE_ME placeholder" in out.stderr and "started:" not in out.stdout, (name, key, out)
+            checked += 1
+    # the ones the issue found unchecked are among them
+    fed = {k for svc in services.values() for k in _placeholder_fed(svc)}
+    assert {"MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "RAY_AUTH_TOKEN",
+            "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_TRACKING_PASSWORD"} <= fed
+    assert checked >= 10
+
+
+def test_compose_ray_head_requires_a_token():
+    env = _load(COMPOSE)["services"]["ray-head"]["environment"]
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), "compose must refuse an unset token"
+    assert _env_example()["RAY_AUTH_TOKEN"] == "CHANGE_ME"
+
+
+def test_cluster_launcher_runs_ray_with_a_token_from_secrets_manager():
+    cfg = _load(CLUSTER)
+    options = " ".join(cfg["docker"]["run_options"])
+    assert "--env RAY_AUTH_MODE=token" in options
+    assert re.search(r"--volume \S+/\.ray/auth_token:\S+/\.ray/auth_token:ro", options), options
+    init = " ".join(cfg["initialization_commands"])
+    assert "secretsmanager get-secret-value" in init and "> ~/.ray/auth_token" in init and "test -s" in init
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in cfg[key] if "ray start" in c)
+        guard = start.index('test "$RAY_AUTH_MODE" = token &&')
+        assert "test -s ~/.ray/auth_token &&" in start and guard < start.index("ray start"), start
+    assert not re.search(r"RAY_AUTH_TOKEN\s*[=:]\s*\S", CLUSTER.read_text()), "a literal token"
+
+
+def _token_env(container: dict, where: str) -> str:
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", where
+    token = env.get("RAY_AUTH_TOKEN", {})
+    assert "value" not in token, f"{where}: a literal Ray token"
+    ref = token["valueFrom"]["secretKeyRef"]
+    assert not ref.get("optional", False), f"{where}: the pod must not start without the token"
+    return f"{ref['name']}/{ref['key']}"
+
+
+def _kuberay_pods() -> list[tuple[str, dict]]:
+    docs = _kuberay_docs()
+    return _pod_templates(docs["RayCluster"]) + [("submitter", docs["RayJob"]["spec"]["submitterPodTemplate"])]
+
+
+def test_kuberay_every_pod_uses_the_token_secret():
+    refs = {_token_env(c, f"{name}/{c['name']}") for name, t in _kuberay_pods() for c in t["spec"]["containers"]}
+    assert len(refs) == 1, f"one Secret for the whole cluster: {refs}"
+
+
+def test_kuberay_network_policy_admits_only_the_cluster():
+    policy = _kuberay_docs()["NetworkPolicy"]["spec"]
+    assert "Ingress" in policy["policyTypes"]
+    selected = policy["podSelector"]["matchLabels"]
+    for name, template in _kuberay_pods():
+        labels = template["metadata"]["labels"]
+        assert selected.items() <= labels.items(), f"{name} pods are not covered by the policy"
+    for rule in policy["ingress"]:
+        for peer in rule["from"]:
+            if "namespaceSelector" not in peer:  # same namespace: only the cluster's own pods
+                assert peer["podSelector"]["matchLabels"] == selected, peer
+            else:  # another namespace: only the operator, only on the dashboard port
+                assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+                assert [p["port"] for p in rule["ports"]] == [8265], rule
