@@ -53,8 +53,14 @@ _VIDEO = tuple(dict.fromkeys(_POSE + _CONTEXT + (
     "model.integration", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
     "model.disc_channels", "loss.video_l2", "loss.generation_target", "train.video_epochs")))
 _JOINT = _VIDEO + ("loss.sigma_p", "loss.sigma_c", "train.joint_epochs", "train.checkpoint_epochs")
+_FINETUNE = tuple(k for k in flatten(Config()) if k.startswith("finetune."))
+# The inception-score classifier (a scratch classifier on the pretraining data, Table II): no pretrained part,
+# so no loss weight, branch or epoch count of pretraining enters it; a sigma grid trains it once.
+_IS_CLASSIFIER = tuple(k for k in _DATA if k != "data.batch_size") + (
+    "train.seed", "model.backbone", "model.width") + _FINETUNE
 # The config fields each stage's output depends on: the sharing rule, in one place.
-STAGE_KEYS: dict[str, tuple[str, ...]] = {"pose": _POSE, "context": _CONTEXT, "video": _VIDEO, "joint": _JOINT}
+STAGE_KEYS: dict[str, tuple[str, ...]] = {"pose": _POSE, "context": _CONTEXT, "video": _VIDEO, "joint": _JOINT,
+                                          "is_classifier": _IS_CLASSIFIER}
 # The pretraining stages each feature source needs (see csvr.training.finetune for what they initialise).
 NEEDS: dict[str, tuple[str, ...]] = {
     "scratch": (), "f_d": ("pose",), "f_s": ("context",), "f_i_adain": ("pose", "context"),
@@ -386,8 +392,7 @@ def _pretext(cfg: Config, cache: Path, stages: dict[str, Path], store: StageStor
 
     scratch_cfg = apply_overrides(cfg, {"eval.feature_source": "scratch"})
     spec = cfg.data.source
-    key = stage_key("joint", scratch_cfg, {"finetune": flatten(scratch_cfg), "dataset": spec, "scratch": True})
-    name = f"is_classifier/{dataset_kind(spec)}"
+    key, name = stage_key("is_classifier", scratch_cfg, {"dataset": spec}), f"is_classifier/{dataset_kind(spec)}"
     events = list(store.run(name, key, lambda out: finetune_stage(scratch_cfg, spec, {}, out, key, device,
                                                                   stage=name)))
     is_classifier = load_classifier(scratch_cfg, spec, {}, store.path(name, key), device)
@@ -396,6 +401,7 @@ def _pretext(cfg: Config, cache: Path, stages: dict[str, Path], store: StageStor
     _load_parts(model, stages["joint"] / joint_file)
     model.to(device)
     test = train_batches(cache, cfg, cfg.data.batch_size, train=False, split="test")(0)
-    metrics = E.pretext_metrics(model, test, is_classifier, device)
-    samples = reports.write_samples(artifacts / "samples", model, next(iter(test)), device)
+    with _seeded(cfg.train.seed, "pretext"):  # noise draws independent of which stages were reused before
+        metrics = E.pretext_metrics(model, test, is_classifier, device)
+        samples = reports.write_samples(artifacts / "samples", model, next(iter(test)), device)
     return events, {f"pretext/{k}": v for k, v in metrics.items()}, {f"samples/{p.name}": str(p) for p in samples}

@@ -19,7 +19,7 @@ SMOKE = {"train.steps_per_epoch": 2, "train.joint_epochs": 1, "train.checkpoint_
 def test_sigma_enters_only_the_joint_stage():
     a = apply_overrides(tiny(), {"loss.sigma_p": 0.5})
     b = apply_overrides(tiny(), {"loss.sigma_p": 1.25, "loss.sigma_c": 1.0})
-    for stage in ("pose", "context", "video"):
+    for stage in ("pose", "context", "video", "is_classifier"):  # a sigma grid trains one IS classifier
         assert stage_key(stage, a) == stage_key(stage, b)
     assert stage_key("joint", a) != stage_key("joint", b)
 
@@ -28,7 +28,8 @@ def test_each_ablation_changes_only_the_stages_that_read_it():
     base = tiny()
     changes = {"model.pose_encoder_layer": (6, 2, {"video", "joint"}),
                "loss.context": ("mi_infonce", "l2", {"context", "video", "joint"}),
-               "model.backbone": ("r2plus1d", "r3d", {"context", "video", "joint"}),
+               "model.backbone": ("r2plus1d", "r3d", {"context", "video", "joint", "is_classifier"}),
+               "finetune.lr_per_sample": (0.005, 0.01, {"is_classifier"}),
                "loss.generation_target": ("both", "predict", {"video", "joint"}),
                "eval.feature_source": ("f_i_full", "f_s", set())}
     for key, (_, new, stages) in changes.items():
@@ -64,10 +65,13 @@ def test_reused_stages_give_the_same_result_as_computing_them(tmp_path):
     a = apply_overrides(tiny(), {**SMOKE, "loss.sigma_p": 0.75})
     b = apply_overrides(tiny(), {**SMOKE, "loss.sigma_p": 1.25})
     shared = tmp_path / "shared"
-    list(run_trial(a, tmp_path / "a", shared))
+    first = [e for e in run_trial(a, tmp_path / "a", shared) if e["kind"] == "stage"]
     events = list(run_trial(b, tmp_path / "b", shared))
     status = {e["stage"]: e["status"] for e in events if e["kind"] == "stage"}
     assert status["pose"] == status["context"] == status["video"] == "reused" and status["joint"] == "computed"
+    # the IS classifier of a 2-cell sigma grid: computed once, reused once
+    assert [e["status"] for e in first if e["stage"] == "is_classifier/synthetic"] == ["computed"]
+    assert status["is_classifier/synthetic"] == "reused"
     alone = list(run_trial(b, tmp_path / "b_alone", tmp_path / "alone"))
     assert all(e["status"] == "computed" for e in alone if e["kind"] == "stage")
     with_sharing, without = events[-1]["metrics"], alone[-1]["metrics"]
