@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 
@@ -65,6 +66,14 @@ def normalise(value: Any) -> Any:
         except ValueError:
             pass
     return value
+
+
+def default_uri(tracking_uri: str | None) -> str | None:
+    """--mlflow-uri, else $MLFLOW_TRACKING_URI, else the studies' default store ./mlflow.db when it exists."""
+    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return tracking_uri
+    local = Path.cwd() / "mlflow.db"
+    return f"sqlite:///{local}" if local.is_file() else None
 
 
 def client_for(tracking_uri: str | None) -> MlflowClient:
@@ -145,3 +154,48 @@ def download(client: MlflowClient, run_id: str, artifact_path: str, dst: Path) -
     dst.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no bar
     return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
+
+
+# ---------------------------------------------------------------------------------------------
+# per-video predictions and test-set size (artifacts of a trial's evaluation)
+
+
+@dataclass(frozen=True)
+class TestSet:
+    videos: int
+    classes: int
+
+    @property
+    def chance(self) -> float:
+        """Chance top-1 in %, guessing one class uniformly."""
+        return 100.0 / self.classes if self.classes else float("nan")
+
+
+class Artifacts:
+    """Reads eval/<dataset>/per_video.csv and per_class.csv of trials, each file once."""
+
+    def __init__(self, client: MlflowClient, folder: Path):
+        self.client, self.folder = client, Path(folder)
+        self._frames: dict[tuple[str, str], pd.DataFrame | None] = {}
+
+    def frame(self, run_id: str, artifact_path: str) -> pd.DataFrame | None:
+        if (run_id, artifact_path) not in self._frames:
+            path = download(self.client, run_id, artifact_path, self.folder / run_id)
+            self._frames[run_id, artifact_path] = None if path is None else pd.read_csv(path)
+        return self._frames[run_id, artifact_path]
+
+    def correct(self, run_id: str, dataset: str) -> pd.Series | None:
+        """1/0 per test video (indexed by the video's index in the test split), or None."""
+        frame = self.frame(run_id, f"eval/{dataset}/per_video.csv")
+        if frame is None or not {"video", "correct"} <= set(frame.columns):
+            return None
+        return frame.set_index("video")["correct"].astype(float).sort_index()
+
+    def test_set(self, run_id: str, dataset: str) -> TestSet | None:
+        per_class = self.frame(run_id, f"eval/{dataset}/per_class.csv")
+        if per_class is not None and {"support"} <= set(per_class.columns):
+            return TestSet(int(per_class["support"].sum()), len(per_class))
+        per_video = self.frame(run_id, f"eval/{dataset}/per_video.csv")
+        if per_video is not None:
+            return TestSet(len(per_video), int(per_video["label"].nunique()))
+        return None

@@ -1,43 +1,63 @@
-"""A study's results in the paper's table layout: mean ± std (n seeds), the paper's value and the delta.
+"""A study's results in the paper's table layout, with their uncertainty, the paper's value and the delta.
 
     python -m analysis.tables feature_source --mlflow-uri sqlite:///mlflow.db
     python -m analysis.tables sigma_grid --format latex --dataset ucf101 --out reports/
     python -m analysis.tables backbones --format csv      # Tables VI and VIII
+    python -m analysis.tables sigma_grid --seeds-needed   # seeds that would resolve each difference
 
     from analysis.tables import build_table
     print(build_table("sigma_grid", "sqlite:///mlflow.db", "md"))
 
-Cells average over seeds (param `train.seed`; a later run with the same cell and seed replaces an earlier
-one). Accuracies and R@k, logged as fractions, are shown in % like the paper (specs.LOGGED_AS_FRACTION).
-The std is the sample std (ddof=1); one seed prints no ±. A cell without runs prints "—" (md), "--" (latex)
-or empty fields (csv), never 0. Which params and metrics make a table: analysis/specs.py.
+A cell is the mean over seeds (param `train.seed`; a later run with the same cell and seed replaces an
+earlier one) with its 95 % confidence interval and n: a t interval over seeds, or with one seed a
+bootstrap over the test videos from the run's eval/<dataset>/per_video.csv (analysis/stats.py). Tables
+with a reference (the paper's setting, scratch for Table I: specs.TableSpec.reference) add a "vs ref"
+column: the difference to the reference, paired by seed, marked * when its interval excludes 0. The
+notes give each dataset's test-set size and chance level. Accuracies and R@k, logged as fractions, are
+shown in % like the paper (specs.LOGGED_AS_FRACTION). A cell without runs prints "—" (md), "--" (latex)
+or empty fields (csv), never 0. When a study ran on a dataset the paper did not report, the paper's
+values are shown with the dataset they belong to. Which params and metrics make a table: analysis/specs.py.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import io
+import re
 import statistics
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
+
+import pandas as pd
+from scipy import stats
 
 from analysis.paper import PAPER_DATASETS
-from analysis.runs import SEED_KEY, RunRecord, StudyRuns, datasets_in, load_study
+from analysis.runs import (SEED_KEY, Artifacts, RunRecord, StudyRuns, TestSet, client_for, dataset_rank,
+                           datasets_in, default_uri, load_study)
 from analysis.specs import TableSpec, in_percent, shown, specs_for
+from analysis.stats import (ALPHA, MAX_SEEDS, POWER, Interval, bootstrap_accuracy, paired_bootstrap,
+                            paired_difference, seeds_needed, t_interval)
 
 Label = tuple  # a row or column label: the values of its keys, e.g. ("r3d", "kinetics400")
 FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}  # --format -> file extension
+TOP1 = re.compile(r"^eval/([^/]+)/top1$")  # metrics with per-video predictions behind them
 
 
 @dataclass(frozen=True)
 class Cell:
-    values: tuple[float, ...] = ()  # one per seed
+    by_seed: Mapping[Any, float] = field(default_factory=dict)  # seed (or run id) -> value
+    videos: Mapping[Any, pd.Series] = field(default_factory=dict)  # seed -> 1/0 per test video (top-1 cells)
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        return tuple(self.by_seed.values())
 
     @property
     def n(self) -> int:
-        return len(self.values)
+        return len(self.by_seed)
 
     @property
     def mean(self) -> float | None:
@@ -46,6 +66,15 @@ class Cell:
     @property
     def std(self) -> float | None:
         return statistics.stdev(self.values) if self.n > 1 else None
+
+    @property
+    def interval(self) -> Interval | None:
+        """95 % t interval over seeds; one seed: a bootstrap over its test videos when they were logged."""
+        if not self.n:
+            return None
+        if self.n == 1 and self.videos:
+            return bootstrap_accuracy(next(iter(self.videos.values())).to_numpy())
+        return t_interval(self.values)
 
 
 @dataclass
@@ -57,6 +86,7 @@ class Table:
     columns: list[Label]
     cells: dict[tuple[Label, Label], Cell]
     notes: list[str] = field(default_factory=list)
+    test_sets: dict[str, TestSet] = field(default_factory=dict)  # dataset -> test videos, classes
 
     def cell(self, row: Label, col: Label) -> Cell:
         return self.cells.get((row, col), Cell())
@@ -66,9 +96,50 @@ class Table:
             return None
         return self.spec.paper.get(_key(row), {}).get(_key(col))
 
+    def paper_elsewhere(self, row: Label, col: Label) -> float | None:
+        """The paper's value on its own dataset, when this table ran on another one (shown, never compared)."""
+        if paper_applies(self.spec, self.dataset):
+            return None
+        return self.spec.paper.get(_key(row), {}).get(_key(col))
+
     def delta(self, row: Label, col: Label) -> float | None:
         mean, reported = self.cell(row, col).mean, self.paper(row, col)
         return None if mean is None or reported is None else mean - reported
+
+    def reference_of(self, row: Label, col: Label) -> tuple[Label, Label] | None:
+        """The (row, column) this cell is compared with: its labels with the spec's reference values."""
+        ref = self.spec.reference
+        if not ref:
+            return None
+        swap = lambda label, axis: tuple(ref.get(k, v) for k, v in zip(label_keys(self.spec, axis), label))
+        return swap(row, "rows"), swap(col, "columns")
+
+    def is_reference(self, row: Label, col: Label) -> bool:
+        return self.reference_of(row, col) == (row, col)
+
+    def comparison(self, row: Label, col: Label) -> Interval | None:
+        """This cell minus its reference: paired by seed (t interval), or with one shared seed paired by
+        test video (bootstrap); None for the reference itself or without a shared seed."""
+        ref = self.reference_of(row, col)
+        if ref is None or ref == (row, col):
+            return None
+        a, b = self.cell(row, col), self.cell(*ref)
+        shared = [s for s in a.by_seed if s in b.by_seed]
+        if len(shared) == 1 and shared[0] in a.videos and shared[0] in b.videos:
+            va, vb = a.videos[shared[0]], b.videos[shared[0]]
+            common = va.index.intersection(vb.index)
+            if len(common) and len(common) == len(va) == len(vb):
+                return paired_bootstrap(va[common].to_numpy(), vb[common].to_numpy())
+        return paired_difference(a.by_seed, b.by_seed)
+
+    def paired_differences(self, row: Label, col: Label) -> list[float]:
+        """This cell minus its reference, one value per shared seed."""
+        ref = self.reference_of(row, col)
+        a, b = self.cell(row, col).by_seed, self.cell(*ref).by_seed if ref else {}
+        return [a[s] - b[s] for s in a if s in b]
+
+    def reference_text(self) -> str:
+        return ", ".join(f"{k} = {v}" for k, v in self.spec.reference.items())
 
 
 def _key(label: Label) -> Any:
@@ -93,8 +164,8 @@ def several_metrics(spec: TableSpec) -> bool:
     return len(spec.metrics) > 1
 
 
-def run_cells(spec: TableSpec, run: RunRecord, datasets: list[str | None]) -> Iterator[tuple[Label, Label, float]]:
-    """(row, column, value) for every metric of `spec` this run logged."""
+def run_cells(spec: TableSpec, run: RunRecord, datasets: list[str | None]) -> Iterator[tuple[Label, Label, str, float]]:
+    """(row, column, metric name, value) for every metric of `spec` this run logged."""
     row_base = tuple(run.param(k) for k in spec.rows)
     col_base = tuple(run.param(k) for k in spec.columns)
     for ds in datasets:
@@ -106,7 +177,7 @@ def run_cells(spec: TableSpec, run: RunRecord, datasets: list[str | None]) -> It
             row = row_base + (label if spec.metric_axis == "rows" else ())
             col = col_base + ((ds,) if spec.datasets == "columns" else ())
             col += label if spec.metric_axis == "columns" else ()
-            yield row, col, shown(name, run.metrics[name])
+            yield row, col, name, shown(name, run.metrics[name])
 
 
 def choose_datasets(spec: TableSpec, runs: list[RunRecord], dataset: str | None) -> list[str | None]:
@@ -118,24 +189,52 @@ def choose_datasets(spec: TableSpec, runs: list[RunRecord], dataset: str | None)
     return found
 
 
-def seed_values(spec: TableSpec, runs: list[RunRecord], datasets: list[str | None]) -> tuple[dict, list[str]]:
-    """{(row, col): {seed: value}} over runs in start order, and notes on what was left out."""
+Sources = dict[tuple[Label, Label], dict[Any, tuple[str, str]]]  # cell -> seed -> (run id, metric name)
+
+
+def seed_values(spec: TableSpec, runs: list[RunRecord], datasets: list[str | None]) -> tuple[dict, Sources, list[str]]:
+    """{(row, col): {seed: value}} over runs in start order, where each value came from, and notes."""
     values: dict[tuple[Label, Label], dict[Any, float]] = {}
+    sources: Sources = {}
     replaced = incomplete = 0
     for run in runs:
         if any(run.param(k) is None for k in spec.rows + spec.columns):
             incomplete += 1
             continue
         seed = run.param(SEED_KEY)
-        for row, col, value in run_cells(spec, run, datasets):
+        for row, col, name, value in run_cells(spec, run, datasets):
             seeds = values.setdefault((row, col), {})
             key = run.run_id if seed is None else seed
             replaced += key in seeds
             seeds[key] = value
+            sources.setdefault((row, col), {})[key] = (run.run_id, name)
     notes = [f"{replaced} value(s) replaced by a later run with the same cell and seed."] if replaced else []
     if incomplete:
         notes.append(f"{incomplete} run(s) without the params {', '.join(spec.rows + spec.columns)} ignored.")
-    return values, notes
+    return values, sources, notes
+
+
+def cell_videos(sources: Mapping[Any, tuple[str, str]], artifacts: Artifacts | None) -> dict[Any, pd.Series]:
+    """Per-video correctness of a top-1 cell's runs (seed -> series), when they logged per_video.csv."""
+    out = {}
+    for seed, (run_id, name) in sources.items():
+        match = TOP1.match(name)
+        correct = artifacts.correct(run_id, match.group(1)) if match and artifacts else None
+        if correct is not None:
+            out[seed] = correct
+    return out
+
+
+def test_sets(runs: list[RunRecord], datasets: list[str | None], artifacts: Artifacts | None) -> dict[str, TestSet]:
+    """Test videos and classes per dataset, read off the first run that logged eval/<ds>/per_class.csv."""
+    found = {}
+    for ds in filter(None, datasets):
+        for run in (r for r in runs if f"eval/{ds}/top1" in r.metrics):
+            size = artifacts.test_set(run.run_id, ds) if artifacts else None
+            if size is not None:
+                found[ds] = size
+                break
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,36 +282,74 @@ def label_orders(spec: TableSpec, datasets: list[str | None]) -> dict[str, tuple
 # the table
 
 
-def collect(spec: TableSpec, runs: StudyRuns, dataset: str | None = None) -> Table:
-    """The cells, rows and columns of one table from a study's finished trials."""
+def collect(spec: TableSpec, runs: StudyRuns, dataset: str | None = None, artifacts: Artifacts | None = None) -> Table:
+    """The cells, rows and columns of one table from a study's finished trials; `artifacts` (optional)
+    reads per-video predictions (intervals for one-seed cells) and the test-set size."""
     datasets = choose_datasets(spec, runs.trials, dataset)
-    values, notes = seed_values(spec, runs.trials, datasets)
-    cells = {key: Cell(tuple(seeds.values())) for key, seeds in values.items()}
+    values, sources, notes = seed_values(spec, runs.trials, datasets)
+    cells = {key: Cell(seeds, cell_videos(sources[key], artifacts)) for key, seeds in values.items()}
     one = datasets[0] if spec.datasets == "one" else None
     paper_rows, paper_cols = paper_labels(spec, one, datasets if dataset else None)
     orders = label_orders(spec, datasets)
     rows = ordered({r for r, _ in cells} | paper_rows, label_keys(spec, "rows"), orders)
     cols = ordered({c for _, c in cells} | paper_cols, label_keys(spec, "columns"), orders)
-    table = Table(spec, runs.study, one, rows, cols, cells)
-    table.notes = study_notes(table, runs) + notes
+    table = Table(spec, runs.study, one, rows, cols, cells, test_sets=test_sets(runs.trials, datasets, artifacts))
+    table.notes = study_notes(table, runs, datasets) + notes
     return table
 
 
-def study_notes(table: Table, runs: StudyRuns) -> list[str]:
-    notes = [table.spec.note] if table.spec.note and any(table.paper(r, c) is not None
-                                                         for r in table.rows for c in table.columns) else []
-    if table.spec.paper_dataset and not paper_applies(table.spec, table.dataset):
-        notes.append(f"The paper reports this table on {table.spec.paper_dataset} only: no paper values.")
+def study_notes(table: Table, runs: StudyRuns, datasets: list[str | None]) -> list[str]:
+    spec = table.spec
+    cells = [(r, c) for r in table.rows for c in table.columns]
+    notes = [spec.note] if spec.note and any(table.paper(r, c) is not None or table.paper_elsewhere(r, c)
+                                             is not None for r, c in cells) else []
+    notes += test_set_notes(table) + interval_notes(table) + paper_dataset_notes(table, datasets)
     if not runs.trials:
         notes.append("No finished trials.")
     if runs.skipped:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(runs.skipped.items()))
         notes.append(f"Ignored runs that did not finish: {counts}.")
-    if any(in_percent(m) for m in table.spec.metrics):
+    if any(in_percent(m) for m in spec.metrics):
         notes.append("Accuracies and R@k are logged as fractions and shown in % (x100).")
         if any(v > 100.0 for cell in table.cells.values() for v in cell.values):
             notes.append("Some values exceed 100%: was a metric logged in % instead of as a fraction?")
     return notes
+
+
+def test_set_notes(table: Table) -> list[str]:
+    notes = []
+    for ds, size in table.test_sets.items():
+        step = f"; one video = {100.0 / size.videos:.1f} points of top-1" if size.videos else ""
+        notes.append(f"Test set {ds}: {size.videos} videos, {size.classes} classes, chance top-1 "
+                     f"{size.chance:.1f} %{step}.")
+    return notes
+
+
+def interval_notes(table: Table) -> list[str]:
+    notes = ["Cells: mean [95 % CI] (n seeds); the CI is a t interval over seeds."]
+    if any(c.n == 1 and c.videos for c in table.cells.values()):
+        notes.append("(n=1, videos): one seed, so the CI is a percentile bootstrap over the test videos: test-set "
+                     "noise only, not seed-to-seed noise.")
+    if table.spec.reference:
+        notes.append(f"vs ref: difference to the reference ({table.reference_text()}) in the same column, "
+                     "paired by seed (t interval; with one shared seed, a paired bootstrap over test videos); "
+                     "* = the 95 % CI excludes 0.")
+    return notes
+
+
+def paper_dataset_notes(table: Table, datasets: list[str | None]) -> list[str]:
+    spec = table.spec
+    if spec.paper_dataset and not paper_applies(spec, table.dataset):
+        return [f"This study ran on {table.dataset}; the paper reports this table on {spec.paper_dataset} only: "
+                f"[paper {spec.paper_dataset} x] values are the paper's, not comparable numbers (no Δ)."]
+    if spec.datasets == "columns" and spec.paper:
+        reported = sorted({c[len(spec.columns)] for c in table.columns
+                           if any(table.paper(r, c) is not None for r in table.rows)}, key=dataset_rank)
+        unreported = [ds for ds in datasets if ds and ds not in reported]
+        if unreported and reported:
+            return [f"The paper did not report {', '.join(unreported)}: its values are in the "
+                    f"{', '.join(reported)} column(s)."]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +359,6 @@ def study_notes(table: Table, runs: StudyRuns) -> list[str]:
 @dataclass(frozen=True)
 class Style:
     missing: str
-    pm: str
     delta: str
     escape: Callable[[str], str]
 
@@ -233,16 +369,35 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-MARKDOWN = Style(missing="—", pm="±", delta="Δ", escape=lambda s: s.replace("|", "\\|"))
-LATEX = Style(missing="--", pm=r"$\pm$", delta=r"$\Delta$", escape=_latex_escape)
+MARKDOWN = Style(missing="—", delta="Δ", escape=lambda s: s.replace("|", "\\|"))
+LATEX = Style(missing="--", delta=r"$\Delta$", escape=_latex_escape)
+
+
+def _fmt(value: float, signed: bool) -> str:
+    text = format(value, "+.1f" if signed else ".1f")
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
+def interval_text(iv: Interval, signed: bool = False) -> str:
+    if iv.low is None:
+        return _fmt(iv.mean, signed)
+    return f"{_fmt(iv.mean, signed)} [{_fmt(iv.low, signed)}, {_fmt(iv.high, signed)}]"
 
 
 def cell_text(cell: Cell, style: Style) -> str:
     if cell.n == 0:
         return style.missing
-    if cell.n == 1:
-        return f"{cell.mean:.2f} (1)"
-    return f"{cell.mean:.2f} {style.pm} {cell.std:.2f} ({cell.n})"
+    iv = cell.interval
+    return f"{interval_text(iv)} (n={cell.n}{', videos' if iv.method == 'bootstrap' else ''})"
+
+
+def comparison_text(table: Table, row: Label, col: Label, style: Style) -> str:
+    if table.is_reference(row, col):
+        return "ref" if table.cell(row, col).n else style.missing
+    iv = table.comparison(row, col)
+    if iv is None:
+        return style.missing
+    return interval_text(iv, signed=True) + (" *" if iv.excludes_zero else "")
 
 
 def _num(value: float | None, fmt: str, style: Style) -> str:
@@ -260,10 +415,11 @@ def corner_text(spec: TableSpec) -> str:
 
 def text_grid(table: Table, style: Style) -> tuple[list[str], list[list[str]]]:
     """Header and body of the table as strings (labels escaped for the format)."""
-    inline = table.spec.paper_inline
+    inline, ref = table.spec.paper_inline, bool(table.spec.reference)
     header = [style.escape(corner_text(table.spec))]
     for col in table.columns:
-        header += [style.escape(label_text(col))] + ([] if inline else ["paper", style.delta])
+        header += [style.escape(label_text(col))] + (["vs ref"] if ref else [])
+        header += [] if inline else ["paper", style.delta]
     body = []
     for row in table.rows:
         line = [style.escape(label_text(row, " / "))]
@@ -275,12 +431,16 @@ def text_grid(table: Table, style: Style) -> tuple[list[str], list[list[str]]]:
 
 def cell_texts(table: Table, row: Label, col: Label, style: Style) -> list[str]:
     text = cell_text(table.cell(row, col), style)
+    compared = [comparison_text(table, row, col, style)] if table.spec.reference else []
     reported, delta = table.paper(row, col), table.delta(row, col)
     if not table.spec.paper_inline:
-        return [text, _num(reported, ".1f", style), _num(delta, "+.2f", style)]
+        return [text] + compared + [_num(reported, ".1f", style), _num(delta, "+.1f", style)]
     if reported is not None:
-        text += f" [paper {reported:.1f}" + (f", {style.delta} {delta:+.2f}]" if delta is not None else "]")
-    return [text]
+        text += f" [paper {reported:.1f}" + (f", {style.delta} {delta:+.1f}]" if delta is not None else "]")
+    elsewhere = table.paper_elsewhere(row, col)
+    if elsewhere is not None:
+        text += f" [paper {table.spec.paper_dataset} {elsewhere:.1f}]"
+    return [text] + compared
 
 
 def title_text(table: Table) -> str:
@@ -308,26 +468,85 @@ def render_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+CSV_PARTS = ("mean", "ci_low", "ci_high", "ci_method", "std", "n", "ref_diff", "ref_low", "ref_high", "paper",
+             "delta")
+
+
+def csv_fields(table: Table, row: Label, col: Label) -> list[Any]:
+    blank = lambda v: "" if v is None else repr(round(v, 6))
+    cell = table.cell(row, col)
+    iv, cmp = cell.interval, table.comparison(row, col)
+    return [blank(cell.mean), blank(iv and iv.low), blank(iv and iv.high), iv.method if iv else "",
+            blank(cell.std), cell.n, blank(cmp and cmp.mean), blank(cmp and cmp.low), blank(cmp and cmp.high),
+            blank(table.paper(row, col)), blank(table.delta(row, col))]
+
+
 def render_csv(table: Table) -> str:
-    """One line per row: the row's keys, then mean, std, n, paper, delta per column; missing = empty."""
+    """One line per row: the row's keys, then CSV_PARTS per column; missing = empty."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = list(label_keys(table.spec, "rows")) or ["row"]
     for col in table.columns:
-        header += [f"{label_text(col)} {part}" for part in ("mean", "std", "n", "paper", "delta")]
+        header += [f"{label_text(col)} {part}" for part in CSV_PARTS]
     writer.writerow(header)
-    blank = lambda v: "" if v is None else repr(round(v, 6))
     for row in table.rows:
         line = list(row) or [""]
         for col in table.columns:
-            cell = table.cell(row, col)
-            line += [blank(cell.mean), blank(cell.std), cell.n, blank(table.paper(row, col)),
-                     blank(table.delta(row, col))]
+            line += csv_fields(table, row, col)
         writer.writerow(line)
     return out.getvalue()
 
 
 RENDERERS = {"md": render_md, "latex": render_latex, "csv": render_csv}
+
+
+# ---------------------------------------------------------------------------------------------
+# how many seeds would resolve each difference
+
+
+@dataclass(frozen=True)
+class SeedsNeeded:
+    row: Label
+    col: Label
+    difference: float
+    sd: float | None  # per-seed sd of the paired differences (or the test-set floor with one seed)
+    seeds: int | None
+    floor_only: bool  # one seed: only test-set noise is known, so the count is a lower bound
+
+
+def seeds_needed_rows(table: Table) -> list[SeedsNeeded]:
+    out = []
+    for row in table.rows:
+        for col in table.columns:
+            cmp = table.comparison(row, col)
+            if cmp is None:
+                continue
+            if cmp.method == "t" and cmp.n >= 2:
+                sd = statistics.stdev(table.paired_differences(row, col))
+            elif cmp.method == "bootstrap":  # the test-set noise of one difference: half width -> std error
+                sd = cmp.half_width / float(stats.norm.ppf(0.975))
+            else:
+                sd = None
+            out.append(SeedsNeeded(row, col, cmp.mean, sd, seeds_needed(cmp.mean, sd) if sd else None,
+                                   cmp.method == "bootstrap"))
+    return out
+
+
+def seeds_needed_text(table: Table) -> str:
+    lines = [f"### {title_text(table)}: seeds needed (paired t-test, alpha {ALPHA}, power {POWER:.0%})", ""]
+    rows = seeds_needed_rows(table)
+    if not table.spec.reference:
+        return "\n".join(lines + ["_No reference row: nothing to compare._"]) + "\n"
+    lines += ["| cell | vs ref | sd of difference | seeds needed |", "|---|---|---|---|"]
+    for r in rows:
+        name = label_text(r.row, " / ") + (f" @ {label_text(r.col)}" if r.col else "")
+        sd = "—" if r.sd is None else f"{r.sd:.2f}" + (" (test set only)" if r.floor_only else "")
+        seeds = "— (needs 2 seeds to estimate noise)" if r.seeds is None else (
+            f"> {MAX_SEEDS}" if r.seeds > MAX_SEEDS else f"{'>= ' if r.floor_only else ''}{r.seeds}")
+        lines.append(f"| {name} | {r.difference:+.2f} | {sd} | {seeds} |")
+    lines += ["", f"_Reference: {table.reference_text()}. With one seed the noise is the test-set bootstrap only "
+                  "(seed-to-seed noise adds to it), so the count is a lower bound._"]
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +556,9 @@ RENDERERS = {"md": render_md, "latex": render_latex, "csv": render_csv}
 def build_tables(study: str, tracking_uri: str | None = None, dataset: str | None = None,
                  experiment: str | None = None) -> list[Table]:
     runs = load_study(study, tracking_uri, experiment)
-    return [collect(spec, runs, dataset) for spec in specs_for(study)]
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = Artifacts(client_for(tracking_uri), Path(tmp))
+        return [collect(spec, runs, dataset, artifacts) for spec in specs_for(study)]
 
 
 def build_table(study: str, tracking_uri: str | None = None, fmt: str = "md", dataset: str | None = None,
@@ -364,7 +585,8 @@ def write_tables(tables: list[Table], fmt: str, out_dir: Path) -> list[Path]:
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by analysis.tables and analysis.figures."""
     parser.add_argument("study", help="study name (= MLflow experiment name)")
-    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI)")
+    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, else "
+                        "sqlite:///mlflow.db in the current folder when it exists)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment name if not the study name")
     parser.add_argument("--dataset", default=None, help="dataset kind (default: the first found)")
     parser.add_argument("--out", type=Path, default=None, help="also write files to this folder")
@@ -373,9 +595,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m analysis.tables", description=__doc__.split("\n")[0])
     add_common_args(parser)
-    parser.add_argument("--format", choices=list(RENDERERS), default="md")
+    parser.add_argument("--format", choices=list(RENDERERS), default="md", help="output format")
+    parser.add_argument("--seeds-needed", action="store_true",
+                        help="print how many seeds would resolve each difference to the reference at the observed noise")
     args = parser.parse_args(argv)
-    tables = build_tables(args.study, args.mlflow_uri, args.dataset, args.experiment)
+    tables = build_tables(args.study, default_uri(args.mlflow_uri), args.dataset, args.experiment)
+    if args.seeds_needed:
+        print("\n".join(seeds_needed_text(t) for t in tables))
+        return
     print("\n".join(RENDERERS[args.format](t) for t in tables))
     if args.out:
         for path in write_tables(tables, args.format, args.out):

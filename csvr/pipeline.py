@@ -332,7 +332,7 @@ def evaluate(cfg: Config, spec: str, classifier: Classifier, stages: dict[str, P
     ret = E.retrieval(*query, *gallery, cfg.eval.retrieval_ks)
     metrics = {f"eval/{kind}/top1": rec["top1"], f"eval/{kind}/mean_class_acc": rec["mean_class_acc"],
                **{f"eval/{kind}/{k}": v for k, v in ret.items()}}
-    files = reports.write_eval_artifacts(artifacts / "eval" / kind, rec, ret, classes)
+    files = reports.write_eval_artifacts(artifacts / "eval" / kind, rec, ret, classes, probs, labels)
     return metrics, {f"eval/{kind}/{p.name}": str(p) for p in files}
 
 

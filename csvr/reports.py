@@ -30,27 +30,54 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def write_eval_artifacts(folder: Path, rec: dict, ret: dict, classes: list[dict]) -> list[Path]:
-    """per_class.csv (class_index, class_name, group, accuracy, support), confusion.png, retrieval.json."""
+def write_eval_artifacts(folder: Path, rec: dict, ret: dict, classes: list[dict], probs: torch.Tensor | None = None,
+                         labels: torch.Tensor | None = None) -> list[Path]:
+    """per_class.csv (class_index, class_name, group, accuracy, support), per_video.csv (video, label,
+    prediction, correct, confidence: one row per test video, in test-split order; what analysis/
+    bootstraps over), confusion.png, retrieval.json."""
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"class_index": [c["index"] for c in classes], "class_name": [c["name"] for c in classes],
                           "group": [c.get("group") for c in classes], "accuracy": rec["per_class"],
                           "support": rec["support"]})
     table.to_csv(folder / "per_class.csv", index=False)
-    fig, ax = plt.subplots(figsize=(max(4, len(classes) * 0.35), max(3.5, len(classes) * 0.3)))
-    ax.imshow(rec["confusion"], cmap="Blues")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"top-1 {rec['top1']:.3f}")
-    if len(classes) <= 30:
-        names = [c["name"] for c in classes]
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(names)), names, fontsize=6)
+    files = [folder / "per_class.csv"]
+    if probs is not None and labels is not None:
+        files.append(write_per_video(folder / "per_video.csv", probs, labels))
+    files.append(plot_confusion(folder / "confusion.png", rec, [c["name"] for c in classes]))
+    files.append(write_json(folder / "retrieval.json", ret))
+    return files
+
+
+def write_per_video(path: Path, probs: torch.Tensor, labels: torch.Tensor) -> Path:
+    """probs (V, classes), labels (V,) -> one row per test video."""
+    confidence, pred = probs.max(1)
+    pd.DataFrame({"video": np.arange(len(labels)), "label": labels.numpy(), "prediction": pred.numpy(),
+                  "correct": (pred == labels).int().numpy(), "confidence": confidence.numpy().round(6)}
+                 ).to_csv(path, index=False)
+    return path
+
+
+def plot_confusion(path: Path, rec: dict, names: list[str]) -> Path:
+    """Counts in every cell (rows = true class), titled with top-1 and the test-set size."""
+    confusion = np.asarray(rec["confusion"])
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(max(4, k * 0.45 + 1.5), max(3.5, k * 0.4 + 1.2)))
+    image = ax.imshow(confusion, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, label="test videos")
+    if k <= 30:
+        for (i, j), count in np.ndenumerate(confusion):
+            light = count > confusion.max() / 2
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if light else "black")
+        ax.set_xticks(range(k), names, rotation=90, fontsize=6)
+        ax.set_yticks(range(k), names, fontsize=6)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Confusion matrix: top-1 {100 * rec['top1']:.1f} % on {int(confusion.sum())} test videos "
+                 f"(chance {100 / max(k, 1):.1f} %)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "confusion.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    write_json(folder / "retrieval.json", ret)
-    return [folder / "per_class.csv", folder / "confusion.png", folder / "retrieval.json"]
+    return path
 
 
 def _to_image(video: torch.Tensor) -> np.ndarray:
@@ -72,22 +99,34 @@ def write_samples(folder: Path, model, batch: dict, device: torch.device, count:
     rows = []
     for i in range(len(b["clip"])):
         rows += [_to_image(b["clip"][i]), _to_image(recon[i]), _to_image(b["future"][i]), _to_image(pred[i])]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.2 * len(rows)))
-    titles = ["real clip", "reconstructed", "real future", "predicted future"]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.3 * len(rows) + 0.6))
+    titles = ["real clip", "reconstructed (G_r)", "real future", "predicted future (G_p)"]
+    frames = b["clip"].shape[2]
     for j, (ax, img) in enumerate(zip(np.atleast_1d(axes), rows)):
         ax.imshow(img)
-        ax.set_axis_off()
+        ax.set_yticks([])
+        ax.set_xticks([(t + 0.5) * img.shape[0] for t in range(frames)], [str(t) for t in range(frames)],
+                      fontsize=5)
+        ax.set_ylabel(f"video {j // 4}", fontsize=6)
         ax.set_title(titles[j % 4], fontsize=7, loc="left")
+    np.atleast_1d(axes)[-1].set_xlabel("frame (left to right in time)", fontsize=7)
+    fig.suptitle("Generated videos: real vs reconstructed clip, real vs predicted future", fontsize=9)
     fig.tight_layout()
     fig.savefig(folder / "generated.png", dpi=100)
     plt.close(fig)
     poses, _ = model.pose_generator(b["poses"], b["pose_mask"])
     fig, axes = plt.subplots(1, len(poses), figsize=(4 * len(poses), 4), squeeze=False)
-    for ax, p, real, m in zip(axes[0], poses.cpu(), b["future_poses"].cpu(), b["future_pose_mask"].cpu()):
-        ax.scatter(real[..., 0][m], real[..., 1][m], s=6, c="tab:blue", label="real")
-        ax.scatter(p[..., 0].flatten(), p[..., 1].flatten(), s=6, c="tab:orange", alpha=0.5, label="predicted")
+    for i, (ax, p, real, m) in enumerate(zip(axes[0], poses.cpu(), b["future_poses"].cpu(),
+                                             b["future_pose_mask"].cpu())):
+        ax.scatter(real[..., 0][m], real[..., 1][m], s=6, c="tab:blue", label="real future pose")
+        ax.scatter(p[..., 0].flatten(), p[..., 1].flatten(), s=6, c="tab:orange", alpha=0.5,
+                   label="predicted (G_p)")
         ax.invert_yaxis()
+        ax.set_xlabel("x (fraction of crop width)")
+        ax.set_ylabel("y (fraction of crop height, down)")
+        ax.set_title(f"video {i}: all joints, all future frames", fontsize=8)
         ax.legend(fontsize=7)
+    fig.suptitle("Future 2D poses: real vs predicted", fontsize=9)
     fig.tight_layout()
     fig.savefig(folder / "poses.png", dpi=100)
     plt.close(fig)

@@ -23,7 +23,7 @@ from analysis.compare import compare_runs, write_compare
 from analysis.figures import write_figures
 from analysis.runs import RunRecord, StudyRuns, load_study, normalise
 from analysis.specs import FEATURE_SOURCE, SIGMA_GRID
-from analysis.tables import build_table, build_tables, collect, main as tables_main
+from analysis.tables import build_table, build_tables, collect, main as tables_main, render_md
 
 # the paper's text lives in the team's shared/ folder beside the checkout (CI lays it there too)
 PAPER_MD = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "paper" / "CSVR.md",
@@ -55,7 +55,7 @@ class Store:
         return self.client.create_experiment(name, artifact_location=(self.root / "artifacts" / name).as_uri())
 
     def run(self, exp: str, params: dict, metrics: dict, status: str = "FINISHED", tags: dict | None = None,
-            parent: str | None = None, per_class: dict | None = None) -> str:
+            parent: str | None = None, per_class: dict | None = None, per_video: dict | None = None) -> str:
         self.clock += 1000
         tags = dict(tags or {}, **({"mlflow.parentRunId": parent, "csvr.role": "trial"} if parent else {}))
         run_id = self.client.create_run(exp, start_time=self.clock, tags=tags).info.run_id
@@ -63,6 +63,8 @@ class Store:
                               params=[Param(k, str(v)) for k, v in params.items()])
         for ds, accuracies in (per_class or {}).items():
             self.per_class(run_id, ds, accuracies)
+        for ds, correct in (per_video or {}).items():
+            self.per_video(run_id, ds, correct)
         self.client.set_terminated(run_id, status)
         return run_id
 
@@ -79,16 +81,30 @@ class Store:
         (folder / "per_class.csv").write_text(PER_CLASS_HEADER + "".join(lines))
         self.client.log_artifact(run_id, str(folder / "per_class.csv"), f"eval/{dataset}")
 
+    def per_video(self, run_id: str, dataset: str, correct: list[int]) -> None:
+        folder = self.root / "upload_video" / run_id
+        folder.mkdir(parents=True)
+        lines = [f"{i},{i % 5},{i % 5 if c else (i + 1) % 5},{c}\n" for i, c in enumerate(correct)]
+        (folder / "per_video.csv").write_text("video,label,prediction,correct\n" + "".join(lines))
+        self.client.log_artifact(run_id, str(folder / "per_video.csv"), f"eval/{dataset}")
+
+
+SIGMA_VIDEOS_REF = [1] * 45 + [0] * 5  # 90 % of 50 videos
+SIGMA_VIDEOS_A = [1] * 44 + [0] * 6  # 88 %: wrong on the reference's 5 videos and one more
+
 
 def sigma_grid(store: Store) -> dict:
     exp = store.experiment("sigma_grid")
     parent = store.parent(exp, "sigma_grid")
     cells = {(0.5, 0.5): [80, 82, 84], (0.75, 0.75): [90, 91], (0.75, 0.5): [85], (0.5, 0.75): [88],
              (1.0, 0.75): [87]}  # (1.0, 0.5) is missing
+    videos = {(0.5, 0.75, 0): SIGMA_VIDEOS_A, (0.75, 0.75, 0): SIGMA_VIDEOS_REF}  # 50 test videos each
     for (p, c), values in cells.items():
         for seed, v in enumerate(values):
+            correct = videos.get((p, c, seed))
             store.run(exp, {"loss.sigma_p": p, "loss.sigma_c": c, "train.seed": seed},
-                      {"eval/ucf101/top1": v / 100}, parent=parent)
+                      {"eval/ucf101/top1": v / 100}, parent=parent,
+                      per_video={"ucf101": correct} if correct else None)
     store.run(exp, {"loss.sigma_p": 0.5, "loss.sigma_c": 0.5, "train.seed": 3}, {"eval/ucf101/top1": 0.0},
               status="FAILED", parent=parent)
     store.run(exp, {"loss.sigma_p": 1.0, "loss.sigma_c": 0.5, "train.seed": 0}, {"eval/ucf101/top1": 0.5},
@@ -176,35 +192,86 @@ def test_normalise_params():
     assert normalise("1") == normalise("1.0")
 
 
+def half(values: list[float], t: float) -> float:
+    """Half width of the 95 % t interval, by hand: t_{0.975, n-1} * s / sqrt(n)."""
+    n, mean = len(values), sum(values) / len(values)
+    return t * (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 / n ** 0.5
+
+
+T2, T3 = 12.706204736174705, 4.302652729911275  # t_{0.975, 1}, t_{0.975, 2}
+
+
+def ci(mean: float, h: float, n: int) -> str:
+    return f"{mean:.1f} [{mean - h:.1f}, {mean + h:.1f}] (n={n})"
+
+
 def test_sigma_grid_matrix_md(store):
     rows = md_rows(build_table("sigma_grid", store.uri, "md"))
-    assert rows["loss.sigma_p \\ loss.sigma_c"] == ["0.5", "0.75"]
-    assert rows["0.5"] == ["82.00 ± 2.00 (3)", "88.00 (1)"]  # the FAILED 0.0 and the parent's 0.0 ignored
-    assert rows["0.75"] == ["85.00 (1)", "90.50 ± 0.71 (2) [paper 90.4, Δ +0.10]"]
-    assert rows["1.0"] == ["—", "87.00 (1)"]  # the RUNNING run does not fill the missing cell
+    assert rows["loss.sigma_p \\ loss.sigma_c"] == ["0.5", "vs ref", "0.75", "vs ref"]
+    # the FAILED 0.0 and the parent's 0.0 ignored; reference = the paper's sigma_p = sigma_c = 0.75
+    assert rows["0.5"][0] == ci(82.0, half([80, 82, 84], T3), 3)
+    diff = half([80 - 90, 82 - 91], T2)  # paired with the reference's seeds 0 and 1 (seed 2 has no partner)
+    assert rows["0.5"][1] == f"-9.5 [{-9.5 - diff:.1f}, {-9.5 + diff:.1f}] *"  # excludes 0
+    # one seed with per-video predictions: bootstrap over its 50 test videos, and paired with the reference
+    assert rows["0.5"][2].startswith("88.0 [") and rows["0.5"][2].endswith("(n=1, videos)")
+    assert rows["0.5"][3] == "-2.0 [-6.0, 0.0]"  # the two runs differ on one video only: a narrow interval
+    assert rows["0.75"] == ["85.0 (n=1)", "-5.0", ci(90.5, half([90, 91], T2), 2) + " [paper 90.4, Δ +0.1]", "ref"]
+    assert rows["1.0"] == ["—", "—", "87.0 (n=1)", "-3.0"]  # the RUNNING run does not fill the missing cell
+
+
+def test_one_seed_bootstrap_interval(store):
+    (table,) = build_tables("sigma_grid", store.uri)
+    iv = table.cell((0.5,), (0.75,)).interval
+    assert iv.method == "bootstrap" and iv.mean == pytest.approx(88.0)
+    se = 100 * (0.88 * 0.12 / 50) ** 0.5  # binomial standard error of 44/50
+    assert iv.low == pytest.approx(88 - 1.96 * se, abs=3) and iv.high == pytest.approx(min(100, 88 + 1.96 * se), abs=3)
+    unpaired = table.cell((0.5,), (0.75,)).interval.half_width + table.cell((0.75,), (0.75,)).interval.half_width
+    assert table.comparison((0.5,), (0.75,)).half_width < unpaired / 2  # pairing by video removes shared noise
 
 
 def test_sigma_grid_notes(store):
     text = build_table("sigma_grid", store.uri, "md")
     assert "only Fig. 3's best cell" in text
     assert "1 FAILED, 1 RUNNING" in text
+    assert "Test set ucf101: 50 videos, 5 classes, chance top-1 20.0 %; one video = 2.0 points" in text
+    assert "t interval over seeds" in text and "bootstrap over the test videos" in text
+
+
+def test_seeds_needed(store, capsys):
+    from statsmodels.stats.power import TTestPower
+
+    tables_main(["sigma_grid", "--mlflow-uri", store.uri, "--seeds-needed"])
+    rows = md_rows(capsys.readouterr().out)
+    diff, sd = rows["0.5 @ 0.5"][0], float(rows["0.5 @ 0.5"][1])
+    assert diff == "-9.50" and sd == pytest.approx(2 ** 0.5 / 2, abs=0.01)  # differences -10, -9
+    assert rows["0.5 @ 0.5"][2] == "2"  # 9.5 points at sd 0.7 is resolved by 2 seeds already
+    assert rows["0.5 @ 0.75"][1].endswith("(test set only)") and rows["0.5 @ 0.75"][2].startswith(">= ")
+    n = int(rows["0.5 @ 0.75"][2][3:])
+    effect = 2.0 / float(rows["0.5 @ 0.75"][1].split()[0])
+    power = lambda k: TTestPower().power(effect_size=effect, nobs=k, alpha=0.05)
+    assert power(n) >= 0.8 > power(n - 1)
+    assert rows["0.75 @ 0.5"][2].startswith("—")  # one seed, no per-video predictions: no noise estimate
 
 
 def test_feature_source_md(store):
     rows = md_rows(build_table("feature_source", store.uri, "md"))
-    assert rows["eval.feature_source"] == ["ucf101", "paper", "Δ", "hmdb51", "paper", "Δ"]
-    assert rows["f_d"] == ["76.00 ± 1.41 (2)", "75.1", "+0.90", "39.00 ± 1.41 (2)", "38.4", "+0.60"]
-    assert rows["f_s"] == ["73.00 (1)", "73.1", "-0.10", "—", "40.2", "—"]
-    assert rows["f_i_full"] == ["91.00 ± 1.00 (3)", "90.4", "+0.60", "57.00 ± 1.00 (3)", "56.6", "+0.40"]
-    assert rows["scratch"] == ["—", "65.0", "—", "—", "32.5", "—"]
+    assert rows["eval.feature_source"] == ["ucf101", "vs ref", "paper", "Δ", "hmdb51", "vs ref", "paper", "Δ"]
+    assert rows["f_d"] == [ci(76.0, half([75, 77], T2), 2), "—", "75.1", "+0.9",
+                           ci(39.0, half([38, 40], T2), 2), "—", "38.4", "+0.6"]  # no scratch run to compare to
+    assert rows["f_s"] == ["73.0 (n=1)", "—", "73.1", "-0.1", "—", "—", "40.2", "—"]
+    assert rows["f_i_full"][:4] == [ci(91.0, half([90, 91, 92], T3), 3), "—", "90.4", "+0.6"]
+    assert rows["scratch"] == ["—", "—", "65.0", "—", "—", "—", "32.5", "—"]
     assert list(rows)[1:] == list(paper.TABLE_I)  # the paper's row order
+    text = build_table("feature_source", store.uri, "md")
+    assert "Test set ucf101: 40 videos, 4 classes, chance top-1 25.0 %" in text
 
 
 def test_feature_source_latex(store):
     text = build_table("feature_source", store.uri, "latex")
-    assert r"f\_d & 76.00 $\pm$ 1.41 (2) & 75.1 & +0.90 & 39.00 $\pm$ 1.41 (2) & 38.4 & +0.60 \\" in text
-    assert r"f\_s & 73.00 (1) & 73.1 & -0.10 & -- & 40.2 & -- \\" in text
-    assert r"\begin{tabular}{lcccccc}" in text and r"\end{table}" in text
+    h = half([75, 77], T2)
+    assert rf"f\_d & 76.0 [{76 - h:.1f}, {76 + h:.1f}] (n=2) & -- & 75.1 & +0.9 & " in text
+    assert r"f\_s & 73.0 (n=1) & -- & 73.1 & -0.1 & -- & -- & 40.2 & -- \\" in text
+    assert r"\begin{tabular}{lcccccccc}" in text and r"\end{table}" in text
 
 
 def test_feature_source_csv(store):
@@ -212,18 +279,51 @@ def test_feature_source_csv(store):
     by_source = {r["eval.feature_source"]: r for r in rows}
     f_d = by_source["f_d"]
     assert float(f_d["ucf101 mean"]) == 76.0 and float(f_d["ucf101 std"]) == pytest.approx(2 ** 0.5)
+    assert float(f_d["ucf101 ci_low"]) == pytest.approx(76 - half([75, 77], T2), abs=1e-5)
+    assert f_d["ucf101 ci_method"] == "t"
     assert f_d["ucf101 n"] == "2" and float(f_d["ucf101 paper"]) == 75.1
     assert float(f_d["ucf101 delta"]) == pytest.approx(0.9)
     f_s = by_source["f_s"]
-    assert f_s["ucf101 std"] == "" and f_s["ucf101 n"] == "1"  # one seed: no std
+    assert f_s["ucf101 std"] == "" and f_s["ucf101 n"] == "1" and f_s["ucf101 ci_low"] == ""  # one seed
     assert f_s["hmdb51 mean"] == "" and f_s["hmdb51 n"] == "0" and f_s["hmdb51 delta"] == ""  # missing, not 0
+
+
+def test_paired_comparison_against_scratch():
+    def rec(i, source, seed, value):
+        return RunRecord(f"r{i}", "FINISHED", i, {"eval.feature_source": source, "train.seed": str(seed)},
+                         {"eval/ucf101/top1": value}, {})
+    runs = StudyRuns("feature_source", None, [rec(1, "scratch", 0, 0.60), rec(2, "scratch", 1, 0.70),
+                                              rec(3, "scratch", 2, 0.65), rec(4, "f_d", 0, 0.64),
+                                              rec(5, "f_d", 1, 0.75), rec(6, "f_d", 2, 0.68)])
+    table = collect(FEATURE_SOURCE, runs)
+    cmp = table.comparison(("f_d",), ("ucf101",))
+    h = half([4, 5, 3], T3)  # differences paired by seed: 4, 5, 3 points
+    assert cmp.mean == pytest.approx(4.0) and (cmp.low, cmp.high) == pytest.approx((4 - h, 4 + h))
+    assert cmp.excludes_zero  # unpaired, the two cells' intervals overlap; paired, the gain is clear
+    assert table.cell(("f_d",), ("ucf101",)).interval.low < table.cell(("scratch",), ("ucf101",)).interval.high
+    rows = md_rows(render_md(table))
+    assert rows["scratch"][1] == "ref" and rows["f_d"][1].endswith(" *")
+
+
+def test_paper_column_on_another_dataset():
+    params = {"loss.sigma_p": "0.75", "loss.sigma_c": "0.75"}
+    runs = StudyRuns("sigma_grid", None, [RunRecord("r", "FINISHED", 0, params, {"eval/synthetic/top1": 0.5}, {})])
+    table = collect(SIGMA_GRID, runs)
+    rows = md_rows(render_md(table))
+    assert rows["0.75"][0] == "50.0 (n=1) [paper ucf101 90.4]"  # shown with its dataset, never compared
+    assert table.delta((0.75,), (0.75,)) is None
+    assert any("ran on synthetic; the paper reports this table on ucf101 only" in n for n in table.notes)
+    runs = StudyRuns("feature_source", None, [RunRecord("r", "FINISHED", 0, {"eval.feature_source": "f_d"},
+                                                        {"eval/synthetic/top1": 0.5}, {})])
+    notes = collect(FEATURE_SOURCE, runs).notes
+    assert any("did not report synthetic: its values are in the ucf101, hmdb51 column(s)" in n for n in notes)
 
 
 def test_pretext_table(store):
     rows = md_rows(build_table("pretext_correlation", store.uri, "md"))
     assert rows["metric \\ eval.pretrain_epoch"] == ["1", "5", "10", "20", "50", "120"]
-    assert rows["pretext/context_acc"][0] == "31.00 ± 1.41 (2) [paper 36.3, Δ -5.30]"
-    assert rows["eval/ucf101/top1"][2] == "80.00 (1) [paper 82.4, Δ -2.40]"
+    assert rows["pretext/context_acc"][0] == ci(31.0, half([30, 32], T2), 2) + " [paper 36.3, Δ -5.3]"
+    assert rows["eval/ucf101/top1"][2] == "80.0 (n=1) [paper 82.4, Δ -2.4]"
     assert rows["pretext/video_is"][3] == "— [paper 11.9]"
 
 
@@ -241,8 +341,9 @@ def test_backbones_found_by_tag(store):
 
 def test_encoder_layer_md(store):
     rows = md_rows(build_table("encoder_layer", store.uri, "md"))
-    assert rows["6"] == ["75.00 ± 1.41 (2)", "75.1", "-0.10", "37.50 ± 0.71 (2)", "38.4", "-0.90"]
-    assert rows["2"][:3] == ["70.00 (1)", "72.0", "-2.00"]
+    assert rows["6"] == [ci(75.0, half([76, 74], T2), 2), "ref", "75.1", "-0.1",
+                         ci(37.5, half([38, 37], T2), 2), "ref", "38.4", "-0.9"]
+    assert rows["2"][:4] == ["70.0 (n=1)", "-6.0", "72.0", "-2.0"]  # paired with the reference's seed 0
 
 
 def test_dataset_option_restricts_columns(store):
