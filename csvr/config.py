@@ -42,6 +42,7 @@ class DataConfig:
     stride: int = 4  # temporal stride between sampled frames
     size: int = 112  # crop size fed to the networks
     batch_size: int = 16
+    flip: bool = True  # random horizontal flips (p = 0.5); off where classes are defined by direction (SSv2)
     workers: int = 2  # loader worker processes
     max_videos: int = 0  # 0 = all; >0 keeps the first N train/test videos (smoke runs)
 

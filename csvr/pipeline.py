@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from csvr import evaluation as E
 from csvr.config import Config, apply_overrides, finetune_for, flatten, to_dict
+from csvr.data.augment import DeviceBatches
 from csvr.data.dataset import ClipDataset, EvalClips, default_context, seed_worker
 from csvr.data.sources import cache_dir_for, ensure_prepared
 from csvr.models.csvr import CSVR, build_context, build_pose
@@ -136,14 +137,16 @@ def _loader(ds, batch_size: int, workers: int, sampler=None, drop_last: bool = F
                       pin_memory=torch.cuda.is_available(), **extra)
 
 
-def train_batches(cache: Path, cfg: Config, batch_size: int, train: bool = True,
-                  split: str = "train") -> Callable[[int], Iterable[dict]]:
-    """`batches(epoch)` for the loop: deterministic per (seed, epoch), augmentations included."""
-    d = cfg.data
-    ds = ClipDataset(cache, split, d.clip_len, d.future_len, d.stride, d.size, train=train, seed=cfg.train.seed,
-                     max_videos=d.max_videos)
+def train_batches(cache: Path, cfg: Config, batch_size: int, train: bool = True, split: str = "train",
+                  poses_only: bool = False) -> Callable[[int], Iterable[dict]]:
+    """`batches(epoch)` for the loop: deterministic per (seed, epoch), augmentations included. The workers only
+    decode; each batch is augmented on the training device (csvr.data.augment). `poses_only`: no clip decode."""
+    d, device = cfg.data, resolve_device(cfg.train.device)
+    ds = ClipDataset(cache, split, d.clip_len, d.future_len, d.stride, d.cache_size, train=train,
+                     seed=cfg.train.seed, max_videos=d.max_videos, poses_only=poses_only)
     if not train:  # held-out clips for the pretext metrics: every video once, in order
-        return lambda epoch: _loader(ds, max(2, min(batch_size, len(ds))), d.workers)
+        held_out = _loader(ds, max(2, min(batch_size, len(ds))), d.workers)
+        return lambda epoch: DeviceBatches(held_out, d, device, None, epoch)
     if len(ds) < batch_size:
         raise ValueError(f"{cache}: the {split} split has {len(ds)} usable videos, fewer than the batch size "
                          f"{batch_size}; lower data.batch_size / finetune.batch_size or raise data.max_videos")
@@ -153,7 +156,7 @@ def train_batches(cache: Path, cfg: Config, batch_size: int, train: bool = True,
     def batches(epoch: int) -> Iterable[dict]:
         ds.set_epoch(epoch)
         sampler.set_epoch(epoch)
-        return loader
+        return DeviceBatches(loader, d, device, cfg.train.seed, epoch)
     return batches
 
 
@@ -241,7 +244,7 @@ def pretrain_stage(stage: str, cfg: Config, cache: Path, upstream: dict[str, Pat
         state, seconds = StageState(**saved["state"]), float(saved["seconds"])
         ckpt.set_rng_state(saved["rng"])
     epochs = getattr(cfg.train, f"{stage}_epochs")
-    batches = train_batches(cache, cfg, cfg.data.batch_size)
+    batches = train_batches(cache, cfg, cfg.data.batch_size, poses_only=stage == "pose")
     t0 = time.perf_counter()
     for event in train_stage(model, stage, cfg, batches, state, epochs, opt, device):
         if event["kind"] == "epoch":

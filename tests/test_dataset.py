@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from torch.utils.data import default_collate
+
+from csvr.config import DataConfig
+from csvr.data import augment as A
 from csvr.data import dataset as D
-from tests.cachefixture import write_cache
+from tests.cachefixture import H, write_cache
 
 T, TF, STRIDE, SIZE = 4, 4, 2, 32
 SHORT = 2  # train index of the 10-frame video
@@ -20,15 +24,23 @@ def cache(tmp_path_factory):
     return write_cache(tmp_path_factory.mktemp("cache"))
 
 
-def clips(cache, train=True, seed=0, clip_len=T, future_len=TF, stride=STRIDE):
-    return D.ClipDataset(cache, "train", clip_len, future_len, stride, SIZE, train=train, seed=seed)
+def clips(cache, train=True, seed=0, clip_len=T, future_len=TF, stride=STRIDE, poses_only=False):
+    return D.ClipDataset(cache, "train", clip_len, future_len, stride, H, train=train, seed=seed,
+                         poses_only=poses_only)
+
+
+def model_sample(ds: D.ClipDataset, i: int, step: int = 0, flip: bool = True) -> dict:
+    """Sample i as the model sees it: the worker's sample augmented (on the CPU) as a batch of one."""
+    data = DataConfig(clip_len=ds.clip_len, future_len=ds.future_len, stride=ds.stride, size=SIZE, flip=flip)
+    g = A.step_generator(ds.seed, ds.epoch, step) if ds.train else None
+    return {k: v[0] for k, v in A.augment(default_collate([ds[i]]), data, g).items()}
 
 
 def test_manifest_filter_and_classes(cache):
     assert len(clips(cache)) == 4  # the error row and the unused split are dropped
     test = D.EvalClips(cache, "test", T, STRIDE, SIZE, clips_per_video=3)
     assert len(test) == 2 and test.classes == ["Jump", "Wave"] and test.groups == ["motion", None]
-    assert len(D.ClipDataset(cache, "train", T, TF, STRIDE, SIZE, train=True, max_videos=2)) == 2
+    assert len(D.ClipDataset(cache, "train", T, TF, STRIDE, H, train=True, max_videos=2)) == 2
     import decord
     reader = decord.VideoReader(clips(cache).video_path(0))
     assert reader.get_key_indices() == [0, 12, 24, 36, 48]  # the fixture's fixed GOP
@@ -36,21 +48,56 @@ def test_manifest_filter_and_classes(cache):
 
 @pytest.mark.parametrize("train", [True, False])
 def test_sample_shapes(cache, train):
-    ds = D.ClipDataset(cache, "train", 8, 4, 4, SIZE, train=train)
+    """The worker's sample (uint8 frames of the window, poses in its frame) and the model's after augment."""
+    ds = D.ClipDataset(cache, "train", 8, 4, 4, H, train=train)
     k = 8 * 4 // 12 + 1
     s = ds[1]
-    expected = {
-        "clip": ((3, 8, SIZE, SIZE), torch.float32), "future": ((3, 4, SIZE, SIZE), torch.float32),
-        "iframes": ((k, 3, SIZE, SIZE), torch.float32), "iframe_mask": ((k,), torch.bool),
-        "poses": ((8, 33, 2), torch.float32), "pose_mask": ((8, 33), torch.bool),
-        "future_poses": ((4, 33, 2), torch.float32), "future_pose_mask": ((4, 33), torch.bool),
-        "label": ((), torch.int64), "index": ((), torch.int64),
-        "frame_indices": ((12,), torch.int64), "iframe_indices": ((k,), torch.int64),
-    }
-    assert {key: (tuple(v.shape), v.dtype) for key, v in s.items()} == expected
+    poses = {"poses": ((8, 33, 2), torch.float32), "pose_mask": ((8, 33), torch.bool),
+             "future_poses": ((4, 33, 2), torch.float32), "future_pose_mask": ((4, 33), torch.bool),
+             "label": ((), torch.int64), "index": ((), torch.int64), "frame_indices": ((12,), torch.int64)}
+    worker = {"frames": ((8 + 4 + k, H, H, 3), torch.uint8), "iframe_mask": ((k,), torch.bool),
+              "iframe_indices": ((k,), torch.int64), **poses}
+    assert {key: (tuple(v.shape), v.dtype) for key, v in s.items()} == worker
     assert int(s["label"]) == 1 and int(s["index"]) == 1 and s["iframe_mask"].any()
-    assert (s["iframes"][~s["iframe_mask"]] == 0).all()
+    assert (s["frames"][8 + 4 + int(s["iframe_mask"].sum()):] == 0).all()  # padded I-frame slots
     assert (s["poses"][~s["pose_mask"]] == 0).all()
+    m = model_sample(ds, 1)
+    model = {"clip": ((3, 8, SIZE, SIZE), torch.float32), "future": ((3, 4, SIZE, SIZE), torch.float32),
+             "iframes": ((k, 3, SIZE, SIZE), torch.float32), "iframe_mask": ((k,), torch.bool),
+             "iframe_indices": ((k,), torch.int64), **poses}
+    assert {key: (tuple(v.shape), v.dtype) for key, v in m.items()} == model
+    assert (m["iframes"][~m["iframe_mask"]] == 0).all()
+    assert (m["poses"][~m["pose_mask"]] == 0).all()
+
+
+def test_poses_only_mode_matches_full_samples(cache):
+    """The pose stage's samples: no video opened, the same poses as the full sample of (seed, epoch, index)."""
+    full, poses = clips(cache), clips(cache, poses_only=True)
+    for epoch in range(2):
+        full.set_epoch(epoch)
+        poses.set_epoch(epoch)
+        for i in range(len(full)):
+            p, f = poses[i], full[i]
+            assert "frames" not in p and set(p) < set(f)
+            for key in p:
+                assert torch.equal(p[key], f[key]), (key, i)
+    D.READERS.readers.clear()
+    clips(cache, poses_only=True)[0]
+    assert not D.READERS.readers  # no video was opened
+
+
+def test_window_is_the_largest_square():
+    rng = np.random.default_rng(0)
+    assert D.square_window(48, 64, None) == (8, 0, 48) and D.square_window(64, 48, None) == (0, 8, 48)
+    offsets = {D.square_window(48, 64, rng)[0] for _ in range(200)}
+    assert offsets == set(range(17))  # uniform over every position along the long side
+    frames = np.arange(2 * 48 * 64 * 3, dtype=np.uint8).reshape(2, 48, 64, 3)
+    assert torch.equal(D.window_frames(frames, (5, 0, 48), 48), torch.from_numpy(frames[:, :, 5:53]))
+    assert D.window_frames(frames, (5, 0, 48), 32).shape == (2, 32, 32, 3)
+    kp = np.array([[[4 / 64, 0.5, 0.9], [30 / 64, 0.25, 0.9]]], np.float32)
+    xy, mask = D.window_poses(kp, np.array([True]), (5, 0, 48), 48, 64)
+    assert mask.tolist() == [[False, True]] and xy[0, 0].tolist() == [0, 0]  # x = 4 px is left of the window
+    torch.testing.assert_close(xy[0, 1], torch.tensor([25 / 48, 0.25]))
 
 
 def test_iframes_inside_span_and_share_the_crop(cache):
@@ -59,7 +106,7 @@ def test_iframes_inside_span_and_share_the_crop(cache):
         for epoch in range(3):
             ds.set_epoch(epoch)
             for i in range(len(ds)):
-                check_iframes(ds[i], clip_len)
+                check_iframes(model_sample(ds, i, step=i), clip_len)
 
 
 def check_iframes(s, clip_len):
@@ -80,12 +127,12 @@ def test_same_seed_epoch_same_sample(cache):
     for key, value in a[0].items():
         assert torch.equal(value, b[0][key]), key
     b.set_epoch(1)
-    assert not torch.equal(a[0]["clip"], b[0]["clip"])
-    assert not torch.equal(a[0]["clip"], clips(cache, seed=1)[0]["clip"])
+    assert not torch.equal(a[0]["frames"], b[0]["frames"])
+    assert not torch.equal(a[0]["frames"], clips(cache, seed=1)[0]["frames"])
     ev = clips(cache, train=False)
-    first = ev[0]["clip"]
+    first = model_sample(ev, 0)["clip"]
     ev.set_epoch(5)
-    assert torch.equal(first, ev[0]["clip"])  # eval is deterministic
+    assert torch.equal(first, model_sample(ev, 0)["clip"])  # eval is deterministic
 
 
 def test_sample_indices_rule():
@@ -105,55 +152,7 @@ def test_short_video(cache):
     assert np.diff(idx).tolist() == [1] * 7 and 0 <= idx[0] <= 2
     s = clips(cache, clip_len=8, future_len=8)[SHORT]  # 10 < 16 even at stride 1: the last frame repeats
     assert s["frame_indices"].tolist() == list(range(10)) + [9] * 6
-    assert torch.equal(s["future"][:, 1], s["future"][:, -1])
-
-
-def brightness(video: torch.Tensor) -> torch.Tensor:
-    """(3, N, S, S) normalised -> (N, S, S) mean intensity in [0, 1]."""
-    mean, std = torch.tensor(D.IMAGENET_MEAN), torch.tensor(D.IMAGENET_STD)
-    return (video * std[:, None, None, None] + mean[:, None, None, None]).mean(0)
-
-
-def on_square(frame: torch.Tensor, xy: torch.Tensor) -> bool:
-    """Is the crop-frame point xy on a bright pixel of frame (S, S)?"""
-    col, row = (xy * SIZE).long().clamp(0, SIZE - 1).tolist()
-    median = frame.median()
-    return bool(frame[row, col] > median + 0.5 * (frame.max() - median))
-
-
-@pytest.mark.parametrize("train", [True, False])
-def test_poses_follow_crop_and_flip(cache, train):
-    """Joint 11 sits on the moving bright square, joint 12 on a dark spot; after a flip they swap."""
-    ds, hits = clips(cache, train=train), {11: 0, 12: 0}
-    for epoch in range(4 if train else 1):
-        ds.set_epoch(epoch)
-        for i in range(len(ds)):
-            s = ds[i]
-            frames = brightness(torch.cat([s["clip"], s["future"]], 1))
-            xy, mask = torch.cat([s["poses"], s["future_poses"]]), torch.cat([s["pose_mask"], s["future_pose_mask"]])
-            for t in range(len(frames)):
-                valid = {j: bool(mask[t, j] and ((xy[t, j] > 0.05) & (xy[t, j] < 0.95)).all()) for j in (11, 12)}
-                bright = {j: valid[j] and on_square(frames[t], xy[t, j]) for j in (11, 12)}
-                if valid[11] and valid[12]:  # one joint on the square, the other on the dark spot
-                    assert bright[11] != bright[12]
-                hits[11], hits[12] = hits[11] + bright[11], hits[12] + bright[12]
-    assert hits[11] > 10 and (hits[12] > 10 if train else hits[12] == 0)
-
-
-def test_flip_swaps_left_right():
-    rng = np.random.default_rng(0)
-    kp = np.concatenate([rng.uniform(0.2, 0.8, (3, 33, 2)), np.full((3, 33, 1), 0.9)], -1).astype(np.float32)
-    kp[1, 13, 2] = 0.1  # a hidden left elbow becomes a hidden right elbow
-    detected = np.array([True, True, False])
-    box = (4, 2, 56, 44)
-    plain, m = D.transform_poses(kp, detected, D.Aug(box), 48, 64)
-    flipped, mf = D.transform_poses(kp, detected, D.Aug(box, flip=True), 48, 64)
-    for a, b in [(11, 12), (1, 4), (31, 32), (0, 0)]:
-        torch.testing.assert_close(flipped[:, a, 0][mf[:, a]], 1 - plain[:, b, 0][m[:, b]])
-        torch.testing.assert_close(flipped[:, a, 1], plain[:, b, 1])
-    assert not mf[1, 14] and m[1, 14] and not mf[2].any()
-    expected = torch.tensor([(kp[0, 0, 0] * 64 - 4) / 56, (kp[0, 0, 1] * 48 - 2) / 44])  # x' = (x W - x0) / cw
-    torch.testing.assert_close(plain[0, 0], expected.float())
+    assert torch.equal(s["frames"][8 + 1], s["frames"][8 + 7])  # future frames 1 and 7: both frame 9
 
 
 def test_eval_clips(cache):
@@ -175,8 +174,9 @@ def test_loader_two_workers(cache, context):
     for epoch in range(2):
         ds.set_epoch(epoch)  # persistent workers see it through shared memory
         batches = list(loader)
-        assert len(batches) == 2 and batches[0]["clip"].shape == (2, 3, T, SIZE, SIZE)
-        assert batches[1]["iframes"].shape == (2, T * STRIDE // 12 + 1, 3, SIZE, SIZE)
+        k = T * STRIDE // 12 + 1
+        assert len(batches) == 2 and batches[0]["frames"].shape == (2, T + TF + k, H, H, 3)
+        assert batches[1]["iframe_mask"].shape == (2, k)
         direct = ds[3]
-        assert torch.equal(batches[1]["clip"][1], direct["clip"]), f"epoch {epoch}"
+        assert torch.equal(batches[1]["frames"][1], direct["frames"]), f"epoch {epoch}"
         assert int(batches[1]["index"][1]) == 3

@@ -1,10 +1,11 @@
 """Training and evaluation samples read from a prepared cache (DESIGN.md: "Prepared cache", "A training sample").
 
-    ds = ClipDataset(cache, "train", clip_len=16, future_len=16, stride=4, size=112, train=True, seed=0)
+    ds = ClipDataset(cache, "train", clip_len=16, future_len=16, stride=4, frame_size=128, train=True, seed=0)
     loader = make_loader(ds, batch_size=16, shuffle=True, workers=4, seed=0, drop_last=True)
     for epoch in range(epochs):
         ds.set_epoch(epoch)          # before iter(loader): persistent workers read it from shared memory
-        for batch in loader: ...     # batch["clip"]: (B, 3, T, S, S)
+        for batch in DeviceBatches(loader, cfg.data, device, seed=0, epoch=epoch):  # csvr.data.augment
+            ...                      # batch["clip"]: (B, 3, T, S, S), augmented on `device`
 
     test = EvalClips(cache, "test", clip_len=16, stride=4, size=112, clips_per_video=10)
 
@@ -13,9 +14,15 @@ and sorted). Readers are opened lazily in the process that decodes (never in `__
 per-process LRU; a process that finds readers inherited through fork drops them unused (a decord reader
 used across fork deadlocks, FACTS.md).
 
+The worker only decodes: a training sample is uint8 frames of a square window of the video (the largest
+square, placed uniformly along the long side in training, centred otherwise; resized to `frame_size` only if
+its side differs, which a cache prepared at that short side avoids) and poses in that window's frame. Crop,
+flip, blur, colour jitter and normalisation run batched on the training device (`csvr.data.augment`).
+
 Temporal sampling (`sample_indices`): the sample spans (clip_len + future_len) * stride frames; training
 draws the start uniformly, evaluation takes the centred start. Randomness comes only from
-`np.random.default_rng([seed, epoch, index])`, so a sample is a function of (seed, epoch, index).
+`np.random.default_rng([seed, epoch, index])` (temporal start, window position), so a sample is a function of
+(seed, epoch, index).
 Short-video rule: if a video has fewer frames than the span, the stride drops to the largest value that
 fits (>= 1); if even stride 1 does not fit, the indices are clamped to the last frame (it repeats).
 I-frame rule (`select_iframes`): the key frames inside [start, start + clip_len * stride) fill the K =
@@ -25,11 +32,9 @@ before the start is used, so every sample has at least one positive.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -39,17 +44,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as F
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+from csvr.data.augment import FLIP_PERM, IMAGENET_MEAN, IMAGENET_STD, JOINTS, normalise, to_float  # noqa: F401
+
 GOP = 12  # the cache's fixed key-frame interval (DESIGN.md)
-JOINTS = 33
-# MediaPipe Pose left <-> right landmark pairs; FLIP_PERM[j] = the joint that j becomes under a horizontal flip
-_PAIRS = [(1, 4), (2, 5), (3, 6), (7, 8)] + [(j, j + 1) for j in range(9, 33, 2)]
-FLIP_PERM = np.arange(JOINTS)
-for _a, _b in _PAIRS:
-    FLIP_PERM[_a], FLIP_PERM[_b] = _b, _a
-JITTER = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
-          "saturation": F.adjust_saturation, "hue": F.adjust_hue}
 
 Split = Literal["train", "test"]
 
@@ -94,74 +91,33 @@ def select_iframes(keys: np.ndarray, start: int, length: int, slots: int, n: int
 
 
 # ---------------------------------------------------------------------------------------------
-# spatial augmentation: one parameter set per sample, applied to every frame and pose of it
+# the worker's spatial part: a square window of the frame (a slice), resized only if its side is not R
 
 
-@dataclass(frozen=True)
-class Aug:
-    box: tuple[int, int, int, int]  # x0, y0, crop width, crop height in cached-frame pixels
-    flip: bool = False
-    blur_sigma: float = 0.0  # 0 = no blur
-    jitter: tuple[tuple[str, float], ...] = ()  # (JITTER name, factor) in the order applied
+def square_window(h: int, w: int, rng: np.random.Generator | None) -> tuple[int, int, int]:
+    """(x0, y0, side) of the largest square: uniformly placed along the long side in training, else centred."""
+    side, room = min(h, w), abs(w - h)
+    offset = room // 2 if rng is None else int(rng.integers(0, room + 1))
+    return (offset, 0, side) if w >= h else (0, offset, side)
 
 
-def center_aug(h: int, w: int) -> Aug:
-    side = min(h, w)
-    return Aug(((w - side) // 2, (h - side) // 2, side, side))
+def window_frames(frames: np.ndarray, window: tuple[int, int, int], size: int) -> torch.Tensor:
+    """uint8 (U, H, W, 3) -> uint8 (U, size, size, 3); a view when the window's side is already `size`."""
+    x0, y0, side = window
+    x = torch.from_numpy(frames[:, y0:y0 + side, x0:x0 + side])
+    if side == size:
+        return x
+    return F.resize(x.permute(0, 3, 1, 2), [size, size], antialias=True).permute(0, 2, 3, 1)
 
 
-def random_crop_box(rng: np.random.Generator, h: int, w: int, scale=(0.5, 1.0),
-                    ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop sampling (10 tries, then the centre square)."""
-    for _ in range(10):
-        area = h * w * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-        if 0 < cw <= w and 0 < ch <= h:
-            return int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch
-    return center_aug(h, w).box
-
-
-def sample_aug(rng: np.random.Generator, h: int, w: int) -> Aug:
-    """Crop (scale 0.5-1, aspect 3/4-4/3), flip p=0.5, blur p=0.5 (sigma 0.1-2), jitter p=0.8 (0.4/0.4/0.4/0.1)."""
-    box = random_crop_box(rng, h, w)
-    flip = bool(rng.random() < 0.5)
-    blur = float(rng.uniform(0.1, 2.0)) if rng.random() < 0.5 else 0.0
-    jitter: tuple[tuple[str, float], ...] = ()
-    if rng.random() < 0.8:
-        factors = {"brightness": rng.uniform(0.6, 1.4), "contrast": rng.uniform(0.6, 1.4),
-                   "saturation": rng.uniform(0.6, 1.4), "hue": rng.uniform(-0.1, 0.1)}
-        names = list(JITTER)
-        jitter = tuple((names[k], float(factors[names[k]])) for k in rng.permutation(len(names)))
-    return Aug(box, flip, blur, jitter)
-
-
-def apply_aug(frames: np.ndarray, aug: Aug, size: int) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float32 (N, 3, size, size)."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
-    x0, y0, cw, ch = aug.box
-    x = F.resized_crop(x, y0, x0, ch, cw, [size, size], antialias=True).float().div_(255)
-    if aug.flip:
-        x = x.flip(-1)
-    if aug.blur_sigma > 0:
-        k = max(3, int(0.1 * size) // 2 * 2 + 1)  # SimCLR: kernel ~10% of the image
-        x = F.gaussian_blur(x, [k, k], [aug.blur_sigma, aug.blur_sigma])
-    for name, factor in aug.jitter:
-        x = JITTER[name](x, factor)
-    return F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
-
-
-def transform_poses(keypoints: np.ndarray, detected: np.ndarray, aug: Aug, h: int, w: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """keypoints (N, 33, 3) = x, y, visibility normalised to the full frame -> xy (N, 33, 2) in the crop's
-    [0, 1] frame and mask (N, 33) = detected & visibility > 0.5 & inside the crop; masked xy = 0."""
-    x0, y0, cw, ch = aug.box
-    xy = np.stack([(keypoints[..., 0] * w - x0) / cw, (keypoints[..., 1] * h - y0) / ch], -1)
+def window_poses(keypoints: np.ndarray, detected: np.ndarray, window: tuple[int, int, int], h: int, w: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """keypoints (N, 33, 3) = x, y, visibility normalised to the full frame -> xy (N, 33, 2) in the window's
+    [0, 1] frame and mask (N, 33) = detected & visibility > 0.5 & inside the window; masked xy = 0."""
+    x0, y0, side = window
+    xy = np.stack([(keypoints[..., 0] * w - x0) / side, (keypoints[..., 1] * h - y0) / side], -1)
     inside = ((xy >= 0) & (xy <= 1)).all(-1)
     mask = detected[:, None] & (keypoints[..., 2] > 0.5) & inside
-    if aug.flip:
-        xy[..., 0] = 1 - xy[..., 0]
-        xy, mask = xy[:, FLIP_PERM], mask[:, FLIP_PERM]  # a left joint is now on the right
     xy = np.where(mask[..., None], xy, 0.0).astype(np.float32)
     return torch.from_numpy(xy), torch.from_numpy(mask)
 
@@ -210,12 +166,17 @@ def decode(path: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return frames, inverse.reshape(-1)
 
 
+def read_poses(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole track: keypoints (F, 33, 3), detected bool (F,), iframes int64 (K,)."""
+    with np.load(path) as z:
+        return z["keypoints"], z["detected"].astype(bool), z["iframes"].astype(np.int64)
+
+
 def load_poses(path: Path, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """keypoints (N, 33, 3) and detected (N,) at `indices` (clamped to the pose track), all iframes (K,)."""
-    with np.load(path) as z:
-        keypoints, detected, iframes = z["keypoints"], z["detected"], z["iframes"]
+    keypoints, detected, iframes = read_poses(path)
     at = np.minimum(indices, len(keypoints) - 1)
-    return keypoints[at], detected[at].astype(bool), iframes.astype(np.int64)
+    return keypoints[at], detected[at], iframes
 
 
 def video_count(path: str) -> int:
@@ -231,7 +192,11 @@ class _CacheSplit(Dataset):
 
     def __init__(self, cache: Path, split: Split, max_videos: int = 0):
         self.cache = Path(cache)
-        table = pd.read_parquet(self.cache / "manifest.parquet")
+        try:
+            table = pd.read_parquet(self.cache / "manifest.parquet")
+        except Exception as err:  # truncated/foreign file: pyarrow raises several types, with long messages
+            raise ValueError(f"{self.cache / 'manifest.parquet'} is unreadable ({type(err).__name__}); rerun "
+                             f"python -m csvr.prepare with --cache {self.cache} to rebuild it") from None
         table = table[(table["status"] == "ok") & (table["split"] == split)].reset_index(drop=True)
         self.manifest = table.head(max_videos) if max_videos > 0 else table
         self.keys: list[str] = self.manifest["key"].tolist()
@@ -251,15 +216,20 @@ class _CacheSplit(Dataset):
 
 
 class ClipDataset(_CacheSplit):
-    """Training samples: current clip, future clip, I-frames and poses (DESIGN.md table), plus
-    `frame_indices` (T+T',) and `iframe_indices` (K,) (-1 padded) for inspection."""
+    """Training samples as a worker makes them (DESIGN.md, "A sample from the worker"): decoded uint8 frames of
+    a square window of the video (clip, future, I-frames) and the poses in that window's frame, plus
+    `frame_indices` (T+T',) and `iframe_indices` (K,) (-1 padded) for inspection. `csvr.data.augment` turns a
+    batch of them into the model's inputs on the device. `frame_size` = R, the side of the delivered frames (the
+    cache's short side avoids any resize here). `poses_only`: no video is opened (the pose pretraining stage):
+    poses, masks, label, index and frame_indices, from the pose track and the manifest's frame size."""
 
-    def __init__(self, cache: Path, split: Split, clip_len: int, future_len: int, stride: int, size: int,
-                 train: bool, seed: int = 0, max_videos: int = 0):
+    def __init__(self, cache: Path, split: Split, clip_len: int, future_len: int, stride: int, frame_size: int,
+                 train: bool, seed: int = 0, max_videos: int = 0, poses_only: bool = False):
         super().__init__(cache, split, max_videos)
-        self.clip_len, self.future_len, self.stride, self.size = clip_len, future_len, stride, size
-        self.train, self.seed = train, seed
+        self.clip_len, self.future_len, self.stride, self.frame_size = clip_len, future_len, stride, frame_size
+        self.train, self.seed, self.poses_only = train, seed, poses_only
         self.slots = clip_len * stride // GOP + 1  # K
+        self.shapes = list(zip(self.manifest["height"].astype(int), self.manifest["width"].astype(int)))
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
 
     def set_epoch(self, epoch: int) -> None:
@@ -270,40 +240,42 @@ class ClipDataset(_CacheSplit):
         return int(self._epoch)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
+        if self.poses_only:
+            return self._poses_sample(i, rng)
         path = self.video_path(i)
         n = video_count(path)
-        indices, start, s = sample_indices(n, self.clip_len, self.future_len, self.stride,
-                                           rng if self.train else None)
+        indices, start, s = sample_indices(n, self.clip_len, self.future_len, self.stride, rng)
         keypoints, detected, keys = load_poses(self.pose_path(i), indices)
         key_idx = select_iframes(keys, start, self.clip_len * s, self.slots, n)
         frames, rows = decode(path, np.concatenate([indices, key_idx[key_idx >= 0]]))
         h, w = frames.shape[1:3]
-        aug = sample_aug(rng, h, w) if self.train else center_aug(h, w)
-        video = apply_aug(frames, aug, self.size)[rows]  # (T + T' + k, 3, S, S)
-        poses, pose_mask = transform_poses(keypoints, detected, aug, h, w)
-        return self._pack(i, video, poses, pose_mask, indices, key_idx)
+        window = square_window(h, w, rng)
+        video = torch.zeros(len(indices) + self.slots, self.frame_size, self.frame_size, 3, dtype=torch.uint8)
+        video[:len(rows)] = window_frames(frames, window, self.frame_size)[rows]  # (T + T' + K, R, R, 3)
+        return {"frames": video, "iframe_mask": torch.from_numpy(key_idx >= 0),
+                "iframe_indices": torch.from_numpy(key_idx),
+                **self._poses(i, *window_poses(keypoints, detected, window, h, w), indices)}
 
-    def _pack(self, i, video, poses, pose_mask, indices, key_idx) -> dict[str, torch.Tensor]:
-        t, tf = self.clip_len, self.future_len
-        k = int((key_idx >= 0).sum())
-        iframes = video.new_zeros(self.slots, *video.shape[1:])  # (K, 3, S, S)
-        iframes[:k] = video[t + tf:]
-        return {
-            "clip": video[:t].permute(1, 0, 2, 3).contiguous(),  # (3, T, S, S)
-            "future": video[t:t + tf].permute(1, 0, 2, 3).contiguous(),  # (3, T', S, S)
-            "iframes": iframes, "iframe_mask": torch.from_numpy(key_idx >= 0),
-            "poses": poses[:t], "pose_mask": pose_mask[:t],  # (T, 33, 2), (T, 33)
-            "future_poses": poses[t:], "future_pose_mask": pose_mask[t:],
-            "label": torch.tensor(self.labels[i], dtype=torch.int64),
-            "index": torch.tensor(i, dtype=torch.int64),
-            "frame_indices": torch.from_numpy(indices), "iframe_indices": torch.from_numpy(key_idx),
-        }
+    def _poses_sample(self, i: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+        keypoints, detected, _ = read_poses(self.pose_path(i))
+        indices, _, _ = sample_indices(len(keypoints), self.clip_len, self.future_len, self.stride, rng)
+        h, w = self.shapes[i]
+        window = square_window(h, w, rng)
+        return self._poses(i, *window_poses(keypoints[indices], detected[indices], window, h, w), indices)
+
+    def _poses(self, i: int, poses: torch.Tensor, mask: torch.Tensor, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        t = self.clip_len
+        return {"poses": poses[:t], "pose_mask": mask[:t],  # (T, 33, 2), (T, 33)
+                "future_poses": poses[t:], "future_pose_mask": mask[t:],
+                "label": torch.tensor(self.labels[i], dtype=torch.int64),
+                "index": torch.tensor(i, dtype=torch.int64), "frame_indices": torch.from_numpy(indices)}
 
 
 class EvalClips(_CacheSplit):
-    """Per video, `clips_per_video` evenly spaced clips, centre crop, no augmentation: clip (N, 3, T, S, S),
-    poses (N, T, 33, 2), pose_mask (N, T, 33), frame_indices (N, T), label, index. Same short-video rule."""
+    """Per video, `clips_per_video` evenly spaced clips of the centred square window, no augmentation, ready for
+    the model (normalised here, in the worker): clip (N, 3, T, S, S), poses (N, T, 33, 2), pose_mask (N, T, 33),
+    frame_indices (N, T), label, index. Same short-video rule."""
 
     def __init__(self, cache: Path, split: Split, clip_len: int, stride: int, size: int,
                  clips_per_video: int, max_videos: int = 0):
@@ -317,10 +289,10 @@ class EvalClips(_CacheSplit):
         indices = np.minimum(starts[:, None] + s * np.arange(self.clip_len), n - 1)  # (N, T)
         frames, rows = decode(path, indices.reshape(-1))
         h, w = frames.shape[1:3]
-        aug = center_aug(h, w)
-        video = apply_aug(frames, aug, self.size)[rows]  # (N*T, 3, S, S)
+        window = square_window(h, w, None)
+        video = normalise(to_float(window_frames(frames, window, self.size)[rows]))  # (N*T, 3, S, S)
         keypoints, detected, _ = load_poses(self.pose_path(i), indices.reshape(-1))
-        poses, mask = transform_poses(keypoints, detected, aug, h, w)
+        poses, mask = window_poses(keypoints, detected, window, h, w)
         shape = (self.clips, self.clip_len)
         return {
             "clip": video.reshape(*shape, *video.shape[1:]).permute(0, 2, 1, 3, 4).contiguous(),

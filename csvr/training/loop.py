@@ -81,7 +81,7 @@ def set_train_mode(model: CSVR, stage: str) -> None:
 
 def train_step(model: CSVR, batch: dict, stage: str, cfg: Config, opt: Optimizers) -> Terms:
     """One update. OSGAN: one backward serves both players. Alternating: D phase, then G phase."""
-    autocast = _autocast(cfg, batch["clip"].device)
+    autocast = _autocast(cfg, batch["poses"].device)  # every stage has poses; the pose stage no clip
     if cfg.train.gan_update == "osgan" or not stage_has_discriminator(stage):
         with autocast:
             terms = stage_terms(model, batch, stage, cfg, mode="one_stage")
