@@ -80,6 +80,10 @@ def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Names
     p.add_argument("--smoke", action="store_true", help="tiny preset, 1 epoch of 2 steps per stage, small grid")
     p.add_argument("--max-failures", type=int, default=1, help="Tune retries per trial")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    p.add_argument("--plan", action="store_true", help="print the trials, stages and compute; run nothing")
+    p.add_argument("--plan-json", default="", metavar="FILE", help="with --plan: also write the plan as JSON")
+    p.add_argument("--epoch-seconds", default="", metavar="JSON",
+                   help="with --plan: per-epoch times from `python -m csvr.bench step --json` (default: the store)")
     if spec.search_space:
         p.add_argument("--search", choices=["grid", "optuna"], default="grid")
         p.add_argument("--num-samples", type=int, default=16, help="Optuna trials in total (--search optuna)")
@@ -389,6 +393,11 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
         check_data(cfg)
     except (ConfigError, LayoutError) as err:
         raise SystemExit(f"error: {err}") from None
+    if args.plan:  # trainables/plan.py: no Ray, no MLflow run
+        from trainables.plan import plan_study
+
+        plan_study(spec, args, storage)
+        return
     storage.mkdir(parents=True, exist_ok=True)
     resumed = last_run(spec, storage, args) if args.resume else None
     connect_ray(args.address)
