@@ -7,12 +7,17 @@
     paths = write_figures("sigma_grid", "sqlite:///mlflow.db", "reports/")
 
 Which figures each study gets is the FIGURES dict below:
-  sigma_grid           Fig. 3 heatmap of top-1 over sigma_p x sigma_c (best cell marked), and the Optuna
-                       optimisation history and parameter importances of the same trials
+  sigma_grid           Fig. 3 heatmap of top-1 over sigma_p x sigma_c: mean, 95 % CI and n in each cell,
+                       colours from chance to 100 %, the best mean framed, the paper's best cell marked
+                       only on the paper's dataset; per-class bars
   feature_source       Fig. 4 per-class accuracy of f_d, f_s and f_i (= f_i_full), grouped motion /
                        context / both from the `group` column of eval/<ds>/per_class.csv
   pretext_correlation  Table II: each pretext metric against downstream top-1, with Pearson r
-Any study whose parent run is tagged csvr.search=optuna also gets the two Optuna figures.
+  every other study    per-class bars (one series per setting) when its trials logged per_class.csv
+Every bar has a 95 % CI error bar (t over seeds; one seed: exact binomial over the class's test videos).
+Only studies whose parent run is tagged csvr.search=optuna get the Optuna history and importances (in a
+grid, trial order means nothing); importances show their spread over fANOVA seeds and a caveat below
+MIN_TRIALS trials.
 Every PNG is logged to the parent run (tag csvr.role=study) under `figures/`.
 """
 from __future__ import annotations
@@ -37,15 +42,22 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from analysis import paper  # noqa: E402
-from analysis.runs import StudyRuns, client_for, datasets_in, download, load_study  # noqa: E402
-from analysis.specs import SIGMA_GRID, shown, specs_for  # noqa: E402
-from analysis.tables import add_common_args, collect, label_text  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from analysis.runs import (SEED_KEY, Artifacts, RunRecord, StudyRuns, client_for, datasets_in,  # noqa: E402
+                           default_uri, load_study)
+from analysis.specs import FEATURE_SOURCE, SIGMA_GRID, SPECS, TableSpec, shown, specs_for  # noqa: E402
+from analysis.stats import t_interval  # noqa: E402
+from analysis.tables import Cell, Table, add_common_args, collect, label_text  # noqa: E402
 
 FIG4_SOURCES = {"f_d": "f_d", "f_s": "f_s", "f_i_full": "f_i"}  # eval.feature_source -> bar label
 GROUP_COLOURS = {"motion": "tab:orange", "context": "tab:blue", "both": "black"}  # Fig. 4's label colours
 BAR_COLOURS = {"f_d": "tab:purple", "f_s": "tab:olive", "f_i": "tab:green"}
 PRETEXT_METRICS = ("pretext/context_acc", "pretext/pose_mse_x100", "pretext/video_is")
 OPTUNA_TAG = "csvr.search"
+MAX_SERIES = 6  # per-class bars: more settings than this show the reference, the best and the worst
+IMPORTANCE_SEEDS = 5  # fANOVA forests refitted with these many seeds: the importance bars' range
+MIN_TRIALS = 30  # below this many trials, importances carry a caveat
 
 
 @dataclass
@@ -55,6 +67,7 @@ class FigureContext:
     client: MlflowClient
     out_dir: Path
     dataset: str | None  # --dataset, else the first dataset found
+    artifacts: Artifacts  # per_class.csv / per_video.csv of the trials, each read once
 
     def path(self, name: str) -> Path:
         return self.out_dir / f"{self.study}_{name}.png"
@@ -76,102 +89,175 @@ def skip(reason: str) -> list[Path]:
 # Fig. 3
 
 
+def chance_of(table: Table) -> float:
+    size = table.test_sets.get(table.dataset or "")
+    return size.chance if size else 0.0
+
+
+def heatmap_text(cell: Cell) -> str:
+    if not cell.n:
+        return "—"
+    iv = cell.interval
+    text = f"{iv.mean:.1f}\nn={cell.n}" + (" (videos)" if iv.method == "bootstrap" else "")
+    return text if iv.low is None else f"{iv.mean:.1f}\n[{iv.low:.0f}, {iv.high:.0f}]\nn={cell.n}"
+
+
 def sigma_heatmap(ctx: FigureContext) -> list[Path]:
-    """Mean top-1 over seeds for each (sigma_p, sigma_c); the best cell framed in red."""
-    table = collect(SIGMA_GRID, ctx.runs, ctx.dataset)
+    """Mean top-1 with its 95 % CI per (sigma_p, sigma_c); colours from chance to 100 %, so that noise does
+    not look like structure; the best mean framed; the paper's best cell only where the paper has a value."""
+    table = collect(SIGMA_GRID, ctx.runs, ctx.dataset, ctx.artifacts)
     if not table.cells:
         return skip("no sigma_grid cells: no heatmap")
     grid = np.array([[table.cell(r, c).mean if table.cell(r, c).n else np.nan for c in table.columns]
                      for r in table.rows], dtype=float)
     if np.isnan(grid).all():
         return skip("every sigma_grid cell is NaN: no heatmap")
-    fig, ax = plt.subplots(figsize=(1.3 * len(table.columns) + 2.5, 1.0 * len(table.rows) + 1.8))
+    chance = chance_of(table)
+    fig, ax = plt.subplots(figsize=(1.5 * len(table.columns) + 3.0, 1.1 * len(table.rows) + 2.0))
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # missing cells grey
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, origin="lower")
-    fig.colorbar(image, ax=ax, label=f"eval/{table.dataset}/top1")
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, origin="lower", vmin=chance, vmax=100.0)
+    fig.colorbar(image, ax=ax, label=f"eval/{table.dataset}/top1 (%): chance {chance:.1f} to 100")
     for i, row in enumerate(table.rows):
         for j, col in enumerate(table.columns):
             cell = table.cell(row, col)
-            text = "—" if not cell.n else f"{cell.mean:.1f}" + (f"\n±{cell.std:.1f}" if cell.std else "")
-            ax.text(j, i, text, ha="center", va="center", color="white" if cell.n else "black", fontsize=8)
+            light = cell.n and cell.mean < chance + 0.6 * (100 - chance)
+            ax.text(j, i, heatmap_text(cell), ha="center", va="center", fontsize=7,
+                    color="white" if light else "black")
     best_i, best_j = np.unravel_index(np.nanargmax(grid), grid.shape)
-    ax.add_patch(plt.Rectangle((best_j - 0.5, best_i - 0.5), 1, 1, fill=False, ec="red", lw=3, label="best"))
-    mark_paper_best(ax, table)
+    ax.add_patch(plt.Rectangle((best_j - 0.5, best_i - 0.5), 1, 1, fill=False, ec="red", lw=3,
+                               label="best mean (CIs may overlap)"))
+    marked = mark_paper_best(ax, table)
     ax.set_xticks(range(len(table.columns)), [label_text(c) for c in table.columns])
     ax.set_yticks(range(len(table.rows)), [label_text(r) for r in table.rows])
     ax.set_xlabel("loss.sigma_c (σc)")
     ax.set_ylabel("loss.sigma_p (σp)")
-    ax.set_title(f"Fig. 3: {ctx.study}, top-1 on {table.dataset}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8)
+    size = table.test_sets.get(table.dataset or "")
+    videos = f", {size.videos} test videos" if size else ""
+    ax.set_title(f"Fig. 3: {ctx.study}, top-1 on {table.dataset}{videos}\nmean [95 % CI], n seeds" +
+                 ("" if marked else f"; paper's best (σp = σc = 0.75) is on {SIGMA_GRID.paper_dataset}: "
+                                    "not marked"), fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.3, 1.0), fontsize=8)
     return save(fig, ctx.path("fig3_sigma_heatmap"))
 
 
-def mark_paper_best(ax: plt.Axes, table) -> None:
-    """The paper's best cell (sigma_p = sigma_c = 0.75), dashed, when it is in the grid."""
+def mark_paper_best(ax: plt.Axes, table: Table) -> bool:
+    """The paper's best cell (sigma_p = sigma_c = 0.75), dashed, only when the paper has a value for this
+    dataset and the cell is in the grid."""
     p, c = paper.FIG_3_BEST
-    if (p,) in table.rows and (c,) in table.columns:
-        i, j = table.rows.index((p,)), table.columns.index((c,))
-        ax.add_patch(plt.Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, ec="magenta", ls="--", lw=1.5,
-                                   label="paper best"))
+    if table.paper((p,), (c,)) is None or (p,) not in table.rows or (c,) not in table.columns:
+        return False
+    i, j = table.rows.index((p,)), table.columns.index((c,))
+    ax.add_patch(plt.Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, ec="magenta", ls="--", lw=1.5,
+                               label=f"paper's best on {table.dataset} ({table.paper((p,), (c,)):.1f})"))
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
-# Fig. 4
+# Fig. 4 (and the same per-class bars for every study with per-class results)
 
 
-def per_class_table(ctx: FigureContext, dataset: str) -> pd.DataFrame:
-    """Per-class accuracy (%) averaged over seeds: one column per FIG4_SOURCES label, indexed by class."""
-    frames = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in ctx.runs.trials:
-            source = run.param("eval.feature_source")
-            path = download(ctx.client, run.run_id, f"eval/{dataset}/per_class.csv",
-                            Path(tmp) / run.run_id) if source in FIG4_SOURCES else None
-            if path is not None:
-                frame = pd.read_csv(path)
-                frames.append(frame.assign(source=FIG4_SOURCES[source], group=frame.get("group"),
-                                           accuracy=100.0 * frame["accuracy"]))  # logged as fractions
-    if not frames:
-        return pd.DataFrame()
-    data = pd.concat(frames, ignore_index=True)
-    data["group"] = data["group"].astype("object").where(data["group"].notna(), "")
-    wide = data.pivot_table(index=["group", "class_index", "class_name"], columns="source",
-                            values="accuracy", aggfunc="mean")
-    return wide[[s for s in FIG4_SOURCES.values() if s in wide.columns]]
+def series_label(spec: TableSpec, run: RunRecord) -> str | None:
+    """The bar series a run belongs to: Fig. 4's f_d / f_s / f_i for Table I, else its varied params."""
+    if spec is FEATURE_SOURCE:
+        return FIG4_SOURCES.get(run.param("eval.feature_source"))
+    keys = spec.rows + spec.columns
+    values = [run.param(k) for k in keys]
+    if not keys or any(v is None for v in values):
+        return None
+    return " ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values))
 
 
-def order_by_group(wide: pd.DataFrame) -> pd.DataFrame:
-    """Classes with a group only (the paper's typical classes), motion / context / both; else all."""
-    groups = wide.index.get_level_values("group")
-    if not any(g in GROUP_COLOURS for g in groups):
-        return wide.sort_index(level="class_index")
-    wide = wide[[g in GROUP_COLOURS for g in groups]]
-    rank = {g: i for i, g in enumerate(GROUP_COLOURS)}
-    keys = [(rank[g], idx) for g, idx, _ in wide.index]
-    return wide.iloc[sorted(range(len(wide)), key=keys.__getitem__)]
+def per_class_long(ctx: FigureContext, dataset: str) -> pd.DataFrame:
+    """One row per (run, class): series, seed, class, group, accuracy (%), support."""
+    spec, frames = specs_for(ctx.study)[0], []
+    for run in ctx.runs.trials:
+        label = series_label(spec, run)
+        frame = ctx.artifacts.frame(run.run_id, f"eval/{dataset}/per_class.csv") if label else None
+        if frame is not None:
+            group = frame["group"] if "group" in frame else pd.Series([""] * len(frame))
+            frames.append(frame.assign(series=label, seed=run.param(SEED_KEY), group=group.fillna(""),
+                                       accuracy=100.0 * frame["accuracy"]))  # logged as fractions
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def class_interval(accuracy: pd.Series, support: pd.Series) -> tuple[float, float, float]:
+    """Mean per-class accuracy (%) and its 95 % CI: a t interval over seeds, or with one seed the exact
+    (Clopper-Pearson) binomial interval of that class's test videos."""
+    if len(accuracy) > 1:
+        iv = t_interval(accuracy.to_numpy())
+        return iv.mean, max(0.0, iv.low), min(100.0, iv.high)
+    n = int(support.iloc[0])
+    if n == 0 or not np.isfinite(accuracy.iloc[0]):
+        return float("nan"), float("nan"), float("nan")
+    k = int(round(accuracy.iloc[0] / 100 * n))
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return float(accuracy.iloc[0]), 100 * ci.low, 100 * ci.high
+
+
+def pick_series(long: pd.DataFrame, spec: TableSpec, limit: int = MAX_SERIES) -> list[str]:
+    """Every series when few; else the reference, the best and the worst by mean accuracy."""
+    order = list(dict.fromkeys(long["series"]))
+    if spec is FEATURE_SOURCE:
+        return [s for s in FIG4_SOURCES.values() if s in order]
+    if len(order) <= limit:
+        return order
+    means = long.groupby("series")["accuracy"].mean().sort_values()
+    ref = " ".join(f"{k.split('.')[-1]}={v}" for k, v in spec.reference.items())
+    return list(dict.fromkeys([s for s in (ref,) if s in order] + [means.index[-1], means.index[0]]))
 
 
 def per_class_bars(ctx: FigureContext) -> list[Path]:
-    """Fig. 4: grouped bars of per-class accuracy for f_d, f_s and f_i."""
+    """Grouped bars of per-class accuracy with 95 % CI error bars, one series per setting (Fig. 4: f_d,
+    f_s, f_i); classes with a motion/context/both group only, when the dataset has groups."""
     dataset = ctx.dataset or next(iter(datasets_in(ctx.runs.trials)), None)
-    wide = per_class_table(ctx, dataset) if dataset else pd.DataFrame()
-    if wide.empty:
-        return skip(f"no eval/{dataset}/per_class.csv for {', '.join(FIG4_SOURCES)}: no Fig. 4")
-    wide = order_by_group(wide)
-    x = np.arange(len(wide))
-    width = 0.8 / len(wide.columns)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(wide) + 2), 4))
-    for k, source in enumerate(wide.columns):
-        ax.bar(x + (k - (len(wide.columns) - 1) / 2) * width, wide[source], width, label=source,
-               color=BAR_COLOURS[source])
-    ax.set_xticks(x, wide.index.get_level_values("class_name"), rotation=75, ha="right", fontsize=7)
-    for tick, group in zip(ax.get_xticklabels(), wide.index.get_level_values("group")):
+    long = per_class_long(ctx, dataset) if dataset else pd.DataFrame()
+    if long.empty:
+        return skip(f"no eval/{dataset}/per_class.csv in {ctx.study}: no per-class bars")
+    spec = specs_for(ctx.study)[0]
+    series = pick_series(long, spec)
+    rows = [(s, g, ci, cn, *class_interval(d["accuracy"], d["support"]), d["seed"].nunique())
+            for (s, g, ci, cn), d in long[long["series"].isin(series)].groupby(
+                ["series", "group", "class_index", "class_name"])]
+    wide = pd.DataFrame(rows, columns=["series", "group", "class_index", "class_name", "mean", "low", "high", "n"])
+    classes = order_by_group(wide[["group", "class_index", "class_name"]].drop_duplicates())
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(classes) * len(series) + 2), 4.5))
+    x = np.arange(len(classes))
+    for k, name in enumerate(series):
+        data = classes.merge(wide[wide["series"] == name], how="left", on=["group", "class_index", "class_name"])
+        err = np.vstack([data["mean"] - data["low"], data["high"] - data["mean"]])
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, data["mean"], width, yerr=err, capsize=2,
+               label=f"{name} (n={int(data['n'].max())})", color=BAR_COLOURS.get(name), error_kw={"lw": 0.8})
+    ax.set_xticks(x, classes["class_name"], rotation=75, ha="right", fontsize=7)
+    for tick, group in zip(ax.get_xticklabels(), classes["group"]):
         tick.set_color(GROUP_COLOURS.get(group, "black"))
-    ax.set_ylabel("per-class accuracy (%)")
-    ax.set_title(f"Fig. 4: {ctx.study} on {dataset}")
-    ax.set_xlabel("class (orange: motion, blue: context, black: both)")
-    ax.legend(fontsize=8)
+    size = ctx.artifacts.test_set(long_run(ctx, dataset), dataset)
+    if size:
+        ax.axhline(size.chance, color="grey", ls=":", lw=1, label=f"chance {size.chance:.1f} %")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("per-class accuracy (%), 95 % CI")
+    name = "Fig. 4" if spec is FEATURE_SOURCE else "Per-class accuracy"
+    ax.set_title(f"{name}: {ctx.study} on {dataset}; error bars: t interval over seeds, "
+                 "or exact binomial over the class's test videos with one seed", fontsize=8)
+    ax.set_xlabel("class (orange: motion, blue: context, black: both)" if any(classes["group"].isin(GROUP_COLOURS))
+                  else "class")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return save(fig, ctx.path(f"fig4_per_class_{dataset}"))
+
+
+def long_run(ctx: FigureContext, dataset: str) -> str:
+    return next(r.run_id for r in ctx.runs.trials if ctx.artifacts.frame(r.run_id, f"eval/{dataset}/per_class.csv")
+                is not None)
+
+
+def order_by_group(classes: pd.DataFrame) -> pd.DataFrame:
+    """Classes with a group only (the paper's typical classes), motion / context / both; else all."""
+    grouped = classes[classes["group"].isin(GROUP_COLOURS)]
+    if grouped.empty:
+        return classes.sort_values("class_index").reset_index(drop=True)
+    rank = {g: i for i, g in enumerate(GROUP_COLOURS)}
+    return grouped.assign(rank=grouped["group"].map(rank)).sort_values(["rank", "class_index"]).drop(
+        columns="rank").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,29 +329,47 @@ def rebuild_optuna(ctx: FigureContext) -> tuple[optuna.Study | None, str]:
 
 
 def optuna_figures(ctx: FigureContext) -> list[Path]:
-    """Optimisation history (optuna's own plot) and parameter importances (bar chart)."""
+    """Optimisation history (optuna's own plot) and parameter importances (bar chart); Optuna studies only:
+    in a grid, trial order means nothing."""
     study, target = rebuild_optuna(ctx)
     if study is None:
         return skip(f"no finished trials with {target}: no Optuna figures")
     with warnings.catch_warnings(), matplotlib.rc_context():  # optuna's plot sets the ggplot style globally
         warnings.simplefilter("ignore")  # optuna.visualization.matplotlib is marked experimental
         ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=target)
+        ax.set_title(f"Optuna optimisation history: {ctx.study} ({len(study.trials)} trials, one seed each)")
         paths = save(ax.figure, ctx.path("optuna_history"))
     return paths + importance_bars(ctx, study, target)
 
 
+def importances_over_seeds(study: optuna.Study) -> pd.DataFrame:
+    """fANOVA importances refitted with IMPORTANCE_SEEDS random forests: one row per seed, a column per param."""
+    rows = []
+    for seed in range(IMPORTANCE_SEEDS):
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+        rows.append(optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True))
+    return pd.DataFrame(rows)
+
+
 def importance_bars(ctx: FigureContext, study: optuna.Study, target: str) -> list[Path]:
+    """Mean fANOVA importance with the min-max range over forest seeds; a caveat below MIN_TRIALS trials."""
     try:
-        importances = optuna.importance.get_param_importances(study)
+        frame = importances_over_seeds(study)
     except (ValueError, RuntimeError) as err:
         return skip(f"no parameter importances ({err})")
-    if not importances or any(math.isnan(v) for v in importances.values()):
+    if frame.empty or frame.isna().any().any():
         return skip("no parameter importances (too few distinct trials)")
-    names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.6 * len(names) + 1.5))
-    ax.barh(names, [importances[n] for n in names])
-    ax.set_xlabel(f"importance for {target} ({len(study.trials)} trials)")
-    ax.set_title(f"Parameter importances: {ctx.study}")
+    names = list(frame.mean().sort_values().index)
+    mean = frame[names].mean()
+    err = np.vstack([mean - frame[names].min(), frame[names].max() - mean])
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 * len(names) + 2.0))
+    ax.barh(names, mean, xerr=err, capsize=3)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"fANOVA importance for {target}; bars: range over {IMPORTANCE_SEEDS} forest seeds")
+    n = len(study.trials)
+    caveat = (f"\ncaveat: {n} single-seed trials (< {MIN_TRIALS}); importances this few points give are "
+              "not reliable, and they ignore seed noise") if n < MIN_TRIALS else "\n(single-seed trials: seed noise not included)"
+    ax.set_title(f"Parameter importances: {ctx.study}{caveat}", fontsize=8, color="darkred" if n < MIN_TRIALS else "black")
     return save(fig, ctx.path("optuna_importances"))
 
 
@@ -273,16 +377,18 @@ def importance_bars(ctx: FigureContext, study: optuna.Study, target: str) -> lis
 # API and CLI
 
 FIGURES: dict[str, tuple[Callable[[FigureContext], list[Path]], ...]] = {
-    "sigma_grid": (sigma_heatmap, optuna_figures),
+    "sigma_grid": (sigma_heatmap, per_class_bars),
     "feature_source": (per_class_bars,),
     "pretext_correlation": (pretext_scatter,),
 }
 
 
 def figure_makers(study: str, runs: StudyRuns) -> tuple[Callable[[FigureContext], list[Path]], ...]:
-    makers = FIGURES.get(study, ())
+    """FIGURES[study], per-class bars for every other study (they skip without per_class.csv), and the
+    Optuna figures for studies whose parent run is tagged csvr.search=optuna."""
+    makers = FIGURES.get(study, (per_class_bars,) if study in SPECS else ())
     searched = runs.parent is not None and runs.parent.tags.get(OPTUNA_TAG) == "optuna"
-    return makers + ((optuna_figures,) if searched and optuna_figures not in makers else ())
+    return makers + ((optuna_figures,) if searched else ())
 
 
 def write_figures(study: str, tracking_uri: str | None, out_dir: str | Path, dataset: str | None = None,
@@ -293,8 +399,9 @@ def write_figures(study: str, tracking_uri: str | None, out_dir: str | Path, dat
     out.mkdir(parents=True, exist_ok=True)
     runs = load_study(study, tracking_uri, experiment)
     client = client_for(tracking_uri)
-    ctx = FigureContext(study, runs, client, out, dataset)
-    paths = [p for make in figure_makers(study, runs) for p in make(ctx)]
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = FigureContext(study, runs, client, out, dataset, Artifacts(client, Path(tmp)))
+        paths = [p for make in figure_makers(study, runs) for p in make(ctx)]
     if log and paths and runs.parent is None:
         skip(f"{study} has no parent run (tag csvr.role=study): figures not logged")
     elif log:
@@ -308,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     add_common_args(parser)
     parser.add_argument("--no-log", action="store_true", help="do not log the PNGs to the parent run")
     args = parser.parse_args(argv)
-    for path in write_figures(args.study, args.mlflow_uri, args.out or Path("."), args.dataset,
+    for path in write_figures(args.study, default_uri(args.mlflow_uri), args.out or Path("."), args.dataset,
                               args.experiment, log=not args.no_log):
         print(path)
 

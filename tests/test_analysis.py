@@ -390,8 +390,7 @@ def artifact_names(store: Store, run_id: str) -> set[str]:
 def test_sigma_grid_figures(store, tmp_path):
     paths = write_figures("sigma_grid", store.uri, tmp_path)
     names = {p.name for p in paths}
-    assert names == {"sigma_grid_fig3_sigma_heatmap.png", "sigma_grid_optuna_history.png",
-                     "sigma_grid_optuna_importances.png"}
+    assert names == {"sigma_grid_fig3_sigma_heatmap.png"}  # a grid: no Optuna history/importances
     assert all(p.stat().st_size > 1024 for p in paths)
     assert names <= artifact_names(store, store.ids["sigma_grid"]["parent"])
 
@@ -411,12 +410,35 @@ def test_optuna_tagged_study_gets_optuna_figures(store, tmp_path):
     assert all(p.stat().st_size > 1024 for p in paths)
 
 
+def test_figures_do_not_overclaim():
+    import matplotlib.pyplot as plt
+
+    from analysis.figures import figure_makers, mark_paper_best, optuna_figures, per_class_bars, sigma_heatmap
+
+    def runs(search):
+        parent = RunRecord("p", "FINISHED", 0, {}, {}, {"csvr.search": search})
+        return StudyRuns("sigma_grid", parent, [])
+    assert figure_makers("sigma_grid", runs("grid")) == (sigma_heatmap, per_class_bars)  # per-class bars too
+    assert optuna_figures in figure_makers("sigma_grid", runs("optuna"))
+    assert figure_makers("context_loss", runs("grid")) == (per_class_bars,)
+    params = {"loss.sigma_p": "0.75", "loss.sigma_c": "0.75"}
+    for ds, marked in (("synthetic", False), ("ucf101", True)):  # the paper has Fig. 3 on UCF101 only
+        table = collect(SIGMA_GRID, StudyRuns("sigma_grid", None, [
+            RunRecord("r", "FINISHED", 0, params, {f"eval/{ds}/top1": 0.5}, {})]))
+        fig, ax = plt.subplots()
+        assert mark_paper_best(ax, table) is marked
+        plt.close(fig)
+
+
 def test_compare_per_class(store, tmp_path):
     ids = store.ids["feature_source"]["runs"]
     frame = compare_runs(ids[("f_d", 0)], ids[("f_i_full", 0)], store.uri)
     assert frame.attrs["dataset"] == "ucf101"
     assert list(frame["class_name"]) == [name for _, name, _ in CLASSES]
     assert list(frame["diff"].round(6)) == [0.05, 0.65, 0.4, 0.2]
+    assert (frame["diff_low"] < frame["diff"]).all() and (frame["diff"] < frame["diff_high"]).all()
+    surfing = frame.iloc[1]  # 2/10 -> 8.5/10: the interval excludes 0; JumpRope 9/10 -> 9.5/10 does not
+    assert surfing["diff_low"] > 0 and frame.iloc[0]["diff_low"] < 0
     paths = write_compare(frame, tmp_path)
     assert [p.suffix for p in paths] == [".csv", ".png"] and paths[1].stat().st_size > 1024
 
