@@ -37,6 +37,7 @@ Generation is deterministic (fixed seeds) and takes a few seconds.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -59,6 +60,7 @@ SEED = 2025
 WIDTH, HEIGHT, FRAMES, FPS = 160, 120, 48, 25
 SPRITE_HEIGHT = 120  # pixels at scale 1.0 of the sprite box (512 x 850: the photo plus _EXTENSION rows)
 GROUPS = range(1, 12)  # g01..g11, one clip each
+PROGRESS = logging.getLogger("csvr.progress")  # a study shows these lines on its console
 TEST_GROUPS = {1: (9, 10, 11), 2: (1, 2, 3), 3: (5, 6, 7)}  # split -> held-out groups
 
 Group = Literal["motion", "context", "both"]
@@ -394,6 +396,8 @@ def _write_split_files(root: Path) -> None:
 def _write_videos(root: Path) -> None:
     meta = {}
     for i, cls in enumerate(CLASSES):
+        PROGRESS.info("generating the embedded dataset: class %d/%d (%s, %d videos)", i + 1, len(CLASSES), cls.name,
+                      len(GROUPS))
         (root / "UCF-101" / cls.name).mkdir(parents=True)
         (root / "poses_gt" / cls.name).mkdir(parents=True)
         for g in GROUPS:
