@@ -93,7 +93,7 @@ def study_trials(spec, args: argparse.Namespace) -> list[PlannedTrial]:
     from trainables.study import base_overrides, grid_of, preset_name
 
     base = apply_overrides(preset(preset_name(args)), base_overrides(spec, args))
-    if args.search == "optuna":
+    if args.search != "grid":  # optuna / random: values drawn per trial
         sampled = tuple(spec.search_space)
         return [PlannedTrial(spec.name, f"sample{i}", {k: f"{lo}..{hi}" for k, (lo, hi) in spec.search_space.items()},
                              trial_stages(base, sampled, f"{spec.name}#{i}")) for i in range(args.num_samples)]
@@ -267,7 +267,7 @@ def trial_configs(spec, args: argparse.Namespace, trials: list[PlannedTrial]) ->
 
     base = apply_overrides(preset(preset_name(args)), base_overrides(spec, args))
     return {f"{t.study}#{t.trial}": apply_overrides(base, {k: v for k, v in t.values.items()
-                                                          if not (args.search == "optuna" and k in spec.search_space)})
+                                                          if not (args.search != "grid" and k in spec.search_space)})
             for t in trials}
 
 

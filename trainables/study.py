@@ -35,6 +35,7 @@ from csvr.config import Config, ConfigError, apply_overrides, keys, parse_overri
 from csvr.data.layouts import LayoutError, read_dataset
 from trainables import tracking
 from trainables.csvr_trainable import FAULT_ENV, TrialContext, make_trainable, target_metric, trial_config
+from trainables.pruning import SCHEDULERS, make_scheduler, mark_pruned
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_ROOT_ENV = "CSVR_TEST_NODE_ROOT"  # test hook: a node started with it sees the filesystem under this folder
@@ -85,12 +86,18 @@ def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Names
     p.add_argument("--epoch-seconds", default="", metavar="JSON",
                    help="with --plan: per-epoch times from `python -m csvr.bench step --json` (default: the store)")
     if spec.search_space:
-        p.add_argument("--search", choices=["grid", "optuna"], default="grid")
-        p.add_argument("--num-samples", type=int, default=16, help="Optuna trials in total (--search optuna)")
+        p.add_argument("--search", choices=["grid", "optuna", "random"], default="grid",
+                       help="grid: every grid point (default); optuna: TPE over the search space; random: uniform")
+        p.add_argument("--num-samples", type=int, default=16, help="trials in total (--search optuna / random)")
+        p.add_argument("--scheduler", choices=SCHEDULERS, default="fifo",
+                       help="optuna / random: stop trials early on a per-epoch pretraining metric (trainables/pruning.py)")
+        p.add_argument("--search-seed", type=int, default=None, help="seed of the Optuna sampler (default: random)")
     args = p.parse_args(argv)
-    args.search = getattr(args, "search", "grid")
-    if args.search == "optuna" and args.seeds != 1:
-        p.error("--search optuna uses one seed per trial: drop --seeds or set train.seed with --set")
+    args.search, args.scheduler = getattr(args, "search", "grid"), getattr(args, "scheduler", "fifo")
+    if args.search != "grid" and args.seeds != 1:
+        p.error(f"--search {args.search} uses one seed per trial: drop --seeds or set train.seed with --set")
+    if args.scheduler != "fifo" and args.search == "grid":
+        p.error("--scheduler prunes --search optuna / random; a grid runs every cell")
     return args
 
 
@@ -111,7 +118,7 @@ def base_overrides(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def grid_of(spec: StudySpec, args: argparse.Namespace) -> dict[str, list]:
-    if args.search == "optuna":
+    if args.search != "grid":
         return {}
     grid = dict(spec.smoke_grid or spec.grid) if args.smoke else dict(spec.grid)
     return {**grid, "train.seed": list(range(args.seeds))}
@@ -267,7 +274,7 @@ def search_setup(spec: StudySpec, args: argparse.Namespace, grid: Mapping[str, l
     from ray.tune.search.optuna import OptunaSearch
 
     space = {k: tune.uniform(lo, hi) for k, (lo, hi) in spec.search_space.items()}
-    return space, OptunaSearch(metric=target, mode="max")
+    return space, (OptunaSearch(metric=target, mode="max", seed=args.search_seed) if args.search == "optuna" else None)
 
 
 def raise_sample_budget(tune_dir: Path, num_samples: int) -> None:
@@ -301,7 +308,8 @@ def build_tuner(spec: StudySpec, args: argparse.Namespace, run: StudyRun, ctx: T
                            parameter_columns={k: k.split(".")[-1] for k in shown}, max_report_frequency=30)
     return tune.Tuner(
         trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=args.num_samples if search_alg else 1,
+        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=1 if args.search == "grid" else args.num_samples,
+                                    scheduler=make_scheduler(args.scheduler, trial_config(ctx, {})),
                                     reuse_actors=False),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(run.dir), progress_reporter=reporter, verbose=1,
@@ -353,8 +361,11 @@ def summarize(results, target: str, spec: StudySpec) -> tuple[str, dict[str, flo
 def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path) -> str:
     s = run.state
     client = tracking.client(s["mlflow_uri"])
+    pruned = mark_pruned(client, results, run.dir)  # before close_dead_trials: pruned is not failed
     closed = close_dead_trials(client, s["parent_run_id"], s["experiment_id"])
     text, metrics, tags = summarize(results, target, spec)
+    if pruned:
+        text += f"\n{pruned} trial(s) stopped early by the scheduler (MLflow: KILLED, tag csvr.pruned=true)."
     if closed:
         text += f"\n{closed} trial run(s) had lost their process and were marked FAILED."
     text += (f"\nMLflow UI:  {tracking.ui_command(s['mlflow_uri'], cwd)}"
@@ -408,7 +419,7 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
     target = target_metric(trial_config(ctx, {}))
     if args.resume:
         tracking.reopen(tracking.client(run.state["mlflow_uri"]), run.state["parent_run_id"])
-    size = f"{args.num_samples} Optuna samples" if args.search == "optuna" else f"{math.prod(map(len, grid.values()))} trials"
+    size = f"{args.num_samples} {args.search} samples" if args.search != "grid" else f"{math.prod(map(len, grid.values()))} trials"
     print(f"Study {spec.name}: {size}, storage {run.dir}, MLflow {run.state['mlflow_uri']} "
           f"(open it with: {tracking.ui_command(run.state['mlflow_uri'], cwd)})", flush=True)
     tuner = build_tuner(spec, args, run, ctx, target, grid, args.resume)

@@ -46,7 +46,13 @@ def parser() -> argparse.ArgumentParser:
                    "prepare: default 60)")
     p.add_argument("--videos", type=int, default=4, help="prepare: copies of the sample video")
     p.add_argument("--grid", type=int, default=2, help="study: sigma values per axis (grid of N x N trials)")
-    p.add_argument("--trials", type=int, default=0, help="study: only the first N trials of the grid")
+    p.add_argument("--trials", type=int, default=0, help="study: only the first N trials of the grid; with "
+                   "--search: trials per search (default 6)")
+    p.add_argument("--search", choices=("optuna",), default=None,
+                   help="study: an Optuna search run with fifo and with --scheduler (same sampler seed)")
+    p.add_argument("--scheduler", choices=("asha", "median"), default="asha", help="study --search: the pruner")
+    p.add_argument("--seeds", type=int, default=0, help="study --search: paired searches (default 2)")
+    p.add_argument("--joint-epochs", type=int, default=0, help="study --search: joint epochs per trial (default 4)")
     p.add_argument("--step-rate", type=float, default=STEP_RATE, help="loader: clips/s one GPU consumes")
     return p
 

@@ -29,7 +29,7 @@ def _grid_compute(configs: list[Config], stores: Callable[[int], Path], workdir:
     them that is branch pretraining, and the wall time."""
     from csvr.pipeline import run_trial
 
-    out = {"compute_s": 0.0, "branch_s": 0.0, "stages_computed": 0, "stages_reused": 0}
+    out = {"compute_s": 0.0, "branch_s": 0.0, "is_classifier_s": 0.0, "stages_computed": 0, "stages_reused": 0}
     start = time.perf_counter()
     for i, cfg in enumerate(configs):
         for ev in run_trial(cfg, workdir / f"trial{i}", stores(i)):
@@ -41,6 +41,7 @@ def _grid_compute(configs: list[Config], stores: Callable[[int], Path], workdir:
             out["stages_computed"] += 1
             out["compute_s"] += ev["seconds"]
             out["branch_s"] += ev["seconds"] if ev["stage"] in BRANCH_STAGES else 0.0
+            out["is_classifier_s"] += ev["seconds"] if ev["stage"].startswith("is_classifier/") else 0.0
     return {**out, "wall_s": time.perf_counter() - start}
 
 
@@ -50,6 +51,8 @@ def bench_study(args: argparse.Namespace) -> Report:
     recomputed) and with one store for the whole grid (as studies run it)."""
     from csvr.config import apply_overrides, tiny
 
+    if args.search:
+        return bench_search(args)
     values = [0.5, 0.75, 1.0, 1.25][: args.grid or 2]
     points = [(p, c) for p in values for c in values][: args.trials or None]
     steps = args.steps or 2
@@ -62,10 +65,85 @@ def bench_study(args: argparse.Namespace) -> Report:
         shared = _grid_compute(configs, lambda i: root / "shared", root / "a")
     saved = 1 - shared["compute_s"] / max(alone["compute_s"], 1e-9)
     branch_share = alone["branch_s"] / max(alone["compute_s"], 1e-9)
+    is_share = alone["is_classifier_s"] / max(alone["compute_s"], 1e-9)
     rows = [{"stages": "recomputed", **alone}, {"stages": "shared", **shared}]
-    return Report("study", ["stages", "compute_s", "branch_s", "wall_s", "stages_computed", "stages_reused"], rows,
+    return Report("study", ["stages", "compute_s", "branch_s", "is_classifier_s", "wall_s", "stages_computed",
+                            "stages_reused"], rows,
                   f"shared stages: {100 * saved:.0f}% less stage compute for a {len(configs)}-trial grid "
-                  f"(branch pretraining: {100 * branch_share:.0f}% of the unshared grid's stage compute)",
-                  numbers={"saved_fraction": saved, "branch_share": branch_share, "trials": len(configs),
+                  f"(branch pretraining {100 * branch_share:.0f}% + IS classifier {100 * is_share:.0f}% of the "
+                  "unshared grid's stage compute)",
+                  numbers={"saved_fraction": saved, "branch_share": branch_share, "is_classifier_share": is_share,
+                           "trials": len(configs),
                            "compute_ratio": alone["compute_s"] / max(shared["compute_s"], 1e-9)},
                   settings={"trials": len(configs), "steps": steps, "preset": "tiny", "epochs": "paper/20"})
+
+
+# ---------------------------------------------------------------------------------------------
+# study --search optuna [--scheduler asha]: pruning against the same search unpruned
+
+
+SEARCH_SETTINGS = {  # tiny models, joint pretraining long enough for a scheduler to act on
+    "train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1, "train.checkpoint_epochs": "1",
+    "finetune.epochs": 2, "finetune.steps_per_epoch": 2, "data.max_videos": 8, "data.workers": 0,
+    "eval.retrieval_clips": 1, "eval.test_clips": 1, "train.log_every": 2}
+TARGET = "eval/synthetic/top1"
+
+
+def run_search(tmp: Path, scheduler: str, seed: int, samples: int, joint_epochs: int, steps: int) -> dict:
+    """One sigma_grid Optuna search (own storage, stage store and MLflow) in a subprocess; its Tune results."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    cwd = tmp / f"{scheduler}-{seed}"
+    cwd.mkdir(parents=True)
+    sets = {**SEARCH_SETTINGS, "train.joint_epochs": joint_epochs, "train.steps_per_epoch": steps}
+    cmd = [sys.executable, str(repo / "studies" / "sigma_grid.py"), "--search", "optuna", "--num-samples",
+           str(samples), "--search-seed", str(seed), "--scheduler", scheduler, "--storage", str(cwd / "runs"),
+           "--preset", "tiny", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return {"scheduler": scheduler, "seed": seed, "wall_s": time.perf_counter() - t0,
+            **tune_totals(next((cwd / "runs" / "sigma_grid").glob("*/tune")))}
+
+
+def tune_totals(tune_dir: Path) -> dict:
+    """From every trial's result.json: trial-seconds spent, epochs trained, trials pruned, best target."""
+    import json
+    import math
+
+    spent, epochs, pruned, best = 0.0, 0, 0, -math.inf
+    for path in tune_dir.glob("*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not rows:
+            continue
+        spent += rows[-1]["time_total_s"]
+        epochs += sum(1 for r in rows if "compute_seconds" not in r)  # one report per trained epoch
+        pruned += "compute_seconds" not in rows[-1]
+        finals = [r[TARGET] for r in rows if isinstance(r.get(TARGET), (int, float)) and math.isfinite(r[TARGET])]
+        best = max([best, *finals])
+    return {"trial_s": spent, "epochs_trained": epochs, "pruned": pruned, "best": best}
+
+
+def bench_search(args: argparse.Namespace) -> Report:
+    """`--seeds` paired searches: the same Optuna sampler seed with fifo and with `--scheduler`."""
+    import statistics
+
+    samples, seeds, joint = args.trials or 6, args.seeds or 2, args.joint_epochs or 4
+    with tempfile.TemporaryDirectory(prefix="csvr-bench-") as tmp:
+        rows = [run_search(Path(tmp), s, seed, samples, joint, args.steps or 2)
+                for seed in range(seeds) for s in ("fifo", args.scheduler)]
+    by = {(r["scheduler"], r["seed"]): r for r in rows}
+    ratios = [by[(args.scheduler, s)]["trial_s"] / by[("fifo", s)]["trial_s"] for s in range(seeds)]
+    gaps = [by[(args.scheduler, s)]["best"] - by[("fifo", s)]["best"] for s in range(seeds)]
+    ratio = statistics.mean(ratios)
+    return Report("study", ["scheduler", "seed", "trial_s", "epochs_trained", "pruned", "best", "wall_s"], rows,
+                  f"{args.scheduler} / fifo: {ratio:.2f}x the trial compute, best {TARGET} "
+                  f"{statistics.mean(gaps):+.3f} (per seed: {', '.join(f'{g:+.3f}' for g in gaps)})",
+                  numbers={"compute_ratio": ratio, "compute_ratios": ratios, "best_gaps": gaps},
+                  settings={"search": "optuna", "scheduler": args.scheduler, "samples": samples, "seeds": seeds,
+                            "joint_epochs": joint, "steps": args.steps or 2, "preset": "tiny", "data": "synthetic"})
