@@ -104,6 +104,21 @@ def run_study(cwd: Path, storage: Path, *args: str, fault: dict | None = None, t
     return out.stdout
 
 
+def assert_quiet_console(out: str, storage: Path) -> None:
+    """One line per trial event and a short summary; Ray's and Tune's own output only in console.log."""
+    lines = out.splitlines()
+    assert len(lines) <= 25, out  # the 16-trial grid stays near 60 lines: ~2 per trial plus throttled progress
+    assert sum(line.split("] ", 1)[-1].startswith("started") for line in lines) == 2
+    assert sum(line.split("] ", 1)[-1].startswith("finished") for line in lines) == 2
+    assert "trials done, elapsed" in out and "ETA" in out
+    for noise in ("Checkpoint successfully created", "snapshotting", "Trial status", "Started a local Ray", "INFO"):
+        assert noise not in out, noise
+    run_dir = storage / "sigma_grid" / (storage / "sigma_grid" / "latest").read_text().strip()
+    log = (run_dir / "console.log").read_text()
+    assert "Checkpoint successfully created" in log and "started" in log  # all of it lands in the log
+    assert "Experiment state snapshotting" not in log  # its cause (num_to_keep forcing snapshots) is gone
+
+
 def mlflow_runs(cwd: Path):
     from mlflow import MlflowClient
 
@@ -133,6 +148,8 @@ def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
     # the sigma_p=1.0 trial fails once after its first epoch: Tune retries it from its checkpoint
     out = run_study(tmp_path, storage, fault={"match": {"loss.sigma_p": 1.0}, "after_epochs": 1, "attempts": 1})
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
+    assert_quiet_console(out, storage)
+    assert "retrying sigma_p=1 sigma_c=0.75 seed=0 from its last checkpoint" in out
     assert "python -m analysis.tables sigma_grid" in out and "Best by eval/synthetic/top1" in out
     client, parents, children = mlflow_runs(tmp_path)
     (parent,) = parents

@@ -34,10 +34,13 @@ from csvr.cluster import NoClusterError, join_cluster
 from csvr.config import Config, ConfigError, apply_overrides, keys, parse_overrides, preset
 from csvr.data.layouts import LayoutError, read_dataset
 from trainables import tracking
-from trainables.csvr_trainable import FAULT_ENV, TrialContext, make_trainable, target_metric, trial_config
+from trainables.console import Capture, TrialEvents
+from trainables.csvr_trainable import (FAULT_ENV, GlobalSteps, TrialContext, make_trainable, target_metric,
+                                       trial_config)
 from trainables.pruning import SCHEDULERS, make_scheduler, mark_pruned
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_TRIAL_MINUTES = 3  # a tiny-preset trial on the embedded dataset, 2 loaded cores (README's main command)
 NODE_ROOT_ENV = "CSVR_TEST_NODE_ROOT"  # test hook: a node started with it sees the filesystem under this folder
 SMOKE = {  # every stage 1 epoch of 2 steps on a few videos: a minute or two on 2 cores
     "train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1, "train.joint_epochs": 1,
@@ -66,7 +69,8 @@ class StudySpec:
 
 
 def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=f"python studies/{spec.name}.py", description=f"{spec.title} ({spec.name})")
+    p = argparse.ArgumentParser(prog=f"python studies/{spec.name}.py", description=describe(spec),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--address", default=None, help="Ray cluster to join ('auto'); default: start a local Ray")
     p.add_argument("--data", default="synthetic", help="pretraining dataset KIND:PATH (default: synthetic)")
     p.add_argument("--finetune-data", action="append", default=[], metavar="KIND:PATH",
@@ -76,9 +80,12 @@ def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Names
     p.add_argument("--storage", default=None, help="study storage, shared by all nodes (default: <cwd>/csvr_runs)")
     p.add_argument("--seeds", type=int, default=1, help="train.seed takes 0..N-1 (a study dimension)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="fractions allowed; default 1 if GPUs else 0")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial (default 1)")
     p.add_argument("--resume", action="store_true", help="continue this study's last run (Tuner.restore)")
-    p.add_argument("--smoke", action="store_true", help="tiny preset, 1 epoch of 2 steps per stage, small grid")
+    p.add_argument("--smoke", action="store_true", help="tiny preset, 1 epoch of 2 steps per stage, small grid "
+                   "(the same overrides as `python -m csvr.train --smoke`)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output (tables, checkpoint "
+                   "lines, MediaPipe); by default it goes to console.log in the run folder only")
     p.add_argument("--max-failures", type=int, default=1, help="Tune retries per trial")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     p.add_argument("--plan", action="store_true", help="print the trials, stages and compute; run nothing")
@@ -99,6 +106,21 @@ def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Names
     if args.scheduler != "fifo" and args.search == "grid":
         p.error("--scheduler prunes --search optuna / random; a grid runs every cell")
     return args
+
+
+def describe(spec: StudySpec) -> str:
+    """--help: what the study reproduces, how many trials it runs and roughly how long that takes."""
+    grid, smoke = math.prod(map(len, spec.grid.values())), math.prod(map(len, (spec.smoke_grid or spec.grid).values()))
+    varied = ", ".join(spec.grid)
+    search = (f"\n--search optuna: --num-samples trials over {', '.join(f'{k} in {lo}-{hi}' for k, (lo, hi) in spec.search_space.items())}."
+              if spec.search_space else "")
+    return (f"Reproduces the paper's {spec.title} ({spec.name}): one trial per value of {varied} "
+            f"and per seed.\nTrials: {grid} per seed (x --seeds); {smoke} with --smoke.{search}\n"
+            f"Rough duration on 2 CPU cores, tiny preset on the embedded dataset: ~{TINY_TRIAL_MINUTES} min per "
+            f"trial ({grid * TINY_TRIAL_MINUTES} min per seed; shared stages make later trials faster), 1-3 min "
+            "with --smoke; paper preset: GPU hours per trial. --plan estimates it from the stage store.\n"
+            "The console shows one line per trial event with an ETA; Ray/Tune output goes to console.log in "
+            "the run folder (--verbose shows it).")
 
 
 def base_overrides(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:
@@ -290,18 +312,40 @@ def raise_sample_budget(tune_dir: Path, num_samples: int) -> None:
             path.write_bytes(cloudpickle.dumps(state))
 
 
+def trial_events(spec: StudySpec, ctx: TrialContext, target: str, total: int, say) -> TrialEvents:
+    """The console's per-trial lines: named by the varied keys, epochs counted as the trainable does."""
+    def values(config: Mapping[str, Any]) -> dict:
+        return {k: v for k, v in config.items() if not k.startswith("_")}
+
+    def name_of(config: Mapping[str, Any]) -> str:
+        shown = values(config)
+        return " ".join(f"{k.split('.')[-1]}={_short(shown[k])}" for k in spec.varied_keys() if k in shown)
+
+    return TrialEvents(say, total, target, epochs_of=lambda c: GlobalSteps(trial_config(ctx, values(c))).total,
+                       name_of=name_of)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def build_tuner(spec: StudySpec, args: argparse.Namespace, run: StudyRun, ctx: TrialContext, target: str,
-                grid: Mapping[str, list], resume: bool):
+                grid: Mapping[str, list], resume: bool, events=None):
     from ray import tune
     from ray.tune import CLIReporter
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's new output ignores the CLIReporter
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's new output ignores the CLIReporter and verbose=0
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else default_gpus()
     trainable = make_trainable(ctx, args.cpus_per_trial, gpus)
+    callbacks = [events] if events is not None else []
     if resume:
         if args.search == "optuna":
             raise_sample_budget(run.tune_dir, args.num_samples)
-        return tune.Tuner.restore(str(run.tune_dir), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(str(run.tune_dir), trainable=trainable, resume_errored=True)
+        if events is not None:  # restore brings back the pickled run config: swap in this session's callback
+            run_config = tuner._local_tuner.get_run_config()
+            run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, TrialEvents)] + [events]
+        return tuner
     param_space, search_alg = search_setup(spec, args, grid, target)
     shown = [k for k in spec.varied_keys() if k in param_space]
     reporter = CLIReporter(metric_columns={target: "top1", "global_epoch": "epoch", "saved_seconds": "saved_s"},
@@ -312,9 +356,13 @@ def build_tuner(spec: StudySpec, args: argparse.Namespace, run: StudyRun, ctx: T
                                     scheduler=make_scheduler(args.scheduler, trial_config(ctx, {})),
                                     reuse_actors=False),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(run.dir), progress_reporter=reporter, verbose=1,
+            name="tune", storage_path=str(run.dir), callbacks=callbacks,
+            progress_reporter=reporter if args.verbose else None, verbose=1 if args.verbose else 0,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+            # num_to_keep=None: with num_to_keep=N Tune forces an experiment snapshot every N checkpoints of a
+            # trial (one per epoch here), hence the "Experiment state snapshotting" warnings; our per-epoch
+            # checkpoints are a few hundred bytes (progress.json), so all of them are kept
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
     )
 
 
@@ -411,17 +459,30 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
         return
     storage.mkdir(parents=True, exist_ok=True)
     resumed = last_run(spec, storage, args) if args.resume else None
-    connect_ray(args.address)
-    check_storage_shared(storage)
-    run = resumed or new_run(spec, args, storage, uri, base)
-    ctx = context_for(spec, run, storage)
-    prepare_datasets(trial_config(ctx, {}))
-    target = target_metric(trial_config(ctx, {}))
-    if args.resume:
-        tracking.reopen(tracking.client(run.state["mlflow_uri"]), run.state["parent_run_id"])
-    size = f"{args.num_samples} {args.search} samples" if args.search != "grid" else f"{math.prod(map(len, grid.values()))} trials"
-    print(f"Study {spec.name}: {size}, storage {run.dir}, MLflow {run.state['mlflow_uri']} "
-          f"(open it with: {tracking.ui_command(run.state['mlflow_uri'], cwd)})", flush=True)
-    tuner = build_tuner(spec, args, run, ctx, target, grid, args.resume)
-    results = tuner.fit()
-    print(report_end(spec, run, results, target, cwd), flush=True)
+    total = args.num_samples if args.search != "grid" else math.prod(map(len, grid.values()))
+    with Capture(storage / spec.name / f".console-{os.getpid()}.log", verbose=args.verbose) as console:
+        console.say(f"Study {spec.name} ({spec.title}): {total} trials" +
+                    (f" ({args.search})" if args.search != "grid" else "") +
+                    f", preset {preset_name(args)}, data {args.data}")
+        connect_ray(args.address)
+        check_storage_shared(storage)
+        run = resumed or new_run(spec, args, storage, uri, base)
+        console.move_to(run.dir / "console.log")
+        console.say(f"Run folder {run.dir} (Ray/Tune output: console.log there; --verbose shows it here)\n"
+                    f"MLflow {run.state['mlflow_uri']} (open it with: "
+                    f"{tracking.ui_command(run.state['mlflow_uri'], cwd)})")
+        ctx = context_for(spec, run, storage)
+        started = time.monotonic()
+        console.say("Preparing datasets (first run: generate the embedded dataset, I-frames, MediaPipe poses) ...")
+        prepare_datasets(trial_config(ctx, {}))
+        console.say(f"Datasets ready ({time.monotonic() - started:.0f} s)")
+        target = target_metric(trial_config(ctx, {}))
+        if args.resume:
+            tracking.reopen(tracking.client(run.state["mlflow_uri"]), run.state["parent_run_id"])
+        events = trial_events(spec, ctx, target, total, console.say)
+        tuner = build_tuner(spec, args, run, ctx, target, grid, args.resume, events)
+        results = tuner.fit()
+        console.say(report_end(spec, run, results, target, cwd))
+        import ray
+
+        ray.shutdown()  # still inside the capture: Ray's last forwarded worker lines land in the log
