@@ -11,6 +11,7 @@ MLflow records as a param and what `analysis/` prints as a table column. Nothing
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Mapping
@@ -187,13 +188,26 @@ def keys() -> list[str]:
     return list(flatten(Config()))
 
 
+def unknown_key(key: str, valid: list[str]) -> str:
+    """"unknown config key 'loss.sigmap'; did you mean loss.sigma_p?" (the closest keys, difflib)."""
+    section, _, name = key.rpartition(".")
+    same_field = [k for k in valid if k.split(".")[-1] == name]  # the section was missing or wrong
+    prefix = [k for k in valid if k.startswith(f"{section}.{name}")] if len(name) >= 2 else []
+    close = list(dict.fromkeys(same_field + prefix + difflib.get_close_matches(key, valid, n=2, cutoff=0.75)))[:3]
+    if close:
+        return f"unknown config key {key!r}; did you mean {' or '.join(close)}?"
+    sections = sorted({k.split(".")[0] for k in valid})
+    return (f"unknown config key {key!r}; keys are SECTION.FIELD with SECTION one of {', '.join(sections)} "
+            "(all of them: python -c 'from csvr.config import keys; print(keys())')")
+
+
 def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     """Return `cfg` with dotted-key overrides applied; strings are parsed to the field's type."""
     sections: dict[str, dict[str, Any]] = {}
     valid = keys()
     for key, value in overrides.items():
         if key not in valid:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+            raise ConfigError(unknown_key(key, valid))
         section, name = key.split(".", 1)
         hint = _field_types(type(getattr(cfg, section)))[name]
         sections.setdefault(section, {})[name] = _coerce(key, value, hint)

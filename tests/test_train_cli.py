@@ -37,3 +37,71 @@ def test_tiny_preset_learns_the_embedded_dataset(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     statuses = [json.loads(x) for x in resumed.stdout.splitlines() if x.startswith("{")]
     assert all(e["status"] == "reused" for e in statuses if e["kind"] == "stage")
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line naming the problem and the fix, exit code 2, before any folder is touched
+
+
+def run_main(capsys, *argv: str) -> tuple[int, list[str]]:
+    from csvr.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    err = capsys.readouterr().err
+    return exit_info.value.code, [line for line in err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--set", "loss.sigmap=1.0"], "did you mean loss.sigma_p"),
+    (["model.backbon=r3d"], "did you mean model.backbone?"),
+    (["--set", "train.lr=0.1"], "did you mean train.lr_per_sample?"),
+    (["--set", "model.backbone=resnet"], "valid values: c3d, r2plus1d, r3d, s3d"),
+    (["--data", "nosuch:/x"], "nosuch"),
+])
+def test_config_and_data_mistakes_are_one_line(capsys, tmp_path, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    code, lines = run_main(capsys, *argv)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert not (tmp_path / "runs").exists()  # nothing was created
+
+
+def test_missing_dataset_folder_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, lines = run_main(capsys, "--data", f"ucf101:{tmp_path / 'no_such_folder'}")
+    assert code == 2 and len(lines) == 1 and "no_such_folder" in lines[0], lines
+
+
+def test_the_real_error_comes_before_the_folder_check(capsys, tmp_path):
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "artifacts").mkdir()  # a folder that already holds a run
+    code, lines = run_main(capsys, "--out", str(out), "--set", "loss.sigmap=1")
+    assert code == 2 and "did you mean loss.sigma_p" in lines[0]  # not "already holds a run"
+    code, lines = run_main(capsys, "--out", str(out))
+    assert code == 2 and len(lines) == 1 and "--resume" in lines[0] and "drop --out" in lines[0]
+
+
+def test_each_run_without_out_gets_a_new_folder(tmp_path, monkeypatch):
+    import argparse
+
+    from csvr import train
+
+    monkeypatch.setattr(train, "RUNS", tmp_path / "runs" / "train")
+    args = argparse.Namespace(out=None, resume=False)
+    (first, stages), (second, stages2) = train.run_folders(args), train.run_folders(args)
+    assert first != second and first.is_dir() and second.is_dir() and stages == stages2  # stages shared
+    resumed, _ = train.run_folders(argparse.Namespace(out=None, resume=True))
+    assert resumed == second  # --resume without --out continues the latest
+
+
+def test_train_and_studies_share_the_smoke_overrides():
+    from csvr.cli import SMOKE
+    from csvr.train import build_config, parse_args
+    from trainables.study import SMOKE as STUDY_SMOKE
+
+    assert STUDY_SMOKE is SMOKE
+    cfg = build_config(parse_args(["--smoke", "--set", "loss.sigma_p=1.0"]))
+    assert cfg.train.steps_per_epoch == SMOKE["train.steps_per_epoch"] and cfg.data.max_videos == 8
+    assert cfg.loss.sigma_p == 1.0

@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from csvr.cli import SMOKE as CLI_SMOKE
+from csvr.cli import bad_input
 from csvr.cluster import NoClusterError, join_cluster
 from csvr.config import Config, ConfigError, apply_overrides, keys, parse_overrides, preset
-from csvr.data.layouts import LayoutError, read_dataset
+from csvr.data.layouts import read_dataset
 from trainables import tracking
 from trainables.console import Capture, TrialEvents
 from trainables.csvr_trainable import (FAULT_ENV, GlobalSteps, TrialContext, make_trainable, target_metric,
@@ -42,12 +44,7 @@ from trainables.pruning import SCHEDULERS, make_scheduler, mark_pruned
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRIAL_MINUTES = 3  # a tiny-preset trial on the embedded dataset, 2 loaded cores (README's main command)
 NODE_ROOT_ENV = "CSVR_TEST_NODE_ROOT"  # test hook: a node started with it sees the filesystem under this folder
-SMOKE = {  # every stage 1 epoch of 2 steps on a few videos: a minute or two on 2 cores
-    "train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1, "train.joint_epochs": 1,
-    "train.checkpoint_epochs": (1,), "train.steps_per_epoch": 2, "train.log_every": 2,
-    "finetune.epochs": 1, "finetune.steps_per_epoch": 2, "data.max_videos": 8, "data.workers": 0,
-    "eval.retrieval_clips": 1, "eval.test_clips": 1,
-}
+SMOKE = CLI_SMOKE  # csvr/cli.py: the one set of --smoke overrides, shared with python -m csvr.train
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,8 @@ def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Names
                    help="downstream dataset, repeatable (default: the pretraining dataset)")
     p.add_argument("--preset", choices=["tiny", "paper"], default=None, help="default: tiny on the embedded dataset or with --smoke, else paper")
     p.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
-    p.add_argument("--storage", default=None, help="study storage, shared by all nodes (default: <cwd>/csvr_runs)")
+    p.add_argument("--storage", "--out", dest="storage", default=None,
+                   help="study storage, shared by all nodes (default: <cwd>/csvr_runs)")
     p.add_argument("--seeds", type=int, default=1, help="train.seed takes 0..N-1 (a study dimension)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="fractions allowed; default 1 if GPUs else 0")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial (default 1)")
@@ -443,15 +441,13 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
     storage = Path(args.storage or cwd / "csvr_runs").expanduser().resolve()
     uri = tracking.resolve_uri(args.mlflow_uri, cwd)
     grid = grid_of(spec, args)
-    try:  # every input is checked before Ray starts: a bad one fails in seconds, with no trial started
+    with bad_input():  # every input is checked before Ray starts: one line, exit 2, no trial started
         check_keys(spec)
         base = base_overrides(spec, args)
         cfg = apply_overrides(preset(preset_name(args)), base)
         for combo in itertools.product(*grid.values()):
             apply_overrides(cfg, dict(zip(grid, combo)))
         check_data(cfg)
-    except (ConfigError, LayoutError) as err:
-        raise SystemExit(f"error: {err}") from None
     if args.plan:  # trainables/plan.py: no Ray, no MLflow run
         from trainables.plan import plan_study
 
