@@ -85,6 +85,11 @@ def test_worker_side_baseline_matches_the_device_augmentation(tmp_path):
     assert both.sum() > 20  # the box is rounded to pixels in the baseline: compare the joints both keep
     torch.testing.assert_close(base["poses"][both], dev["poses"][0][both], atol=0.05, rtol=0)
     assert abs(base["frames"][:4].mean() - dev["clip"][0].mean()) < 0.2
+    for epoch in range(4):  # each decoded frame augmented once: an I-frame that is a clip frame is its copy
+        s = worker_side_sample((ds, 1), cfg, epoch=epoch)
+        frames, key = s["frame_indices"].tolist(), int(s["iframe_indices"][0])
+        for t in [t for t, f in enumerate(frames) if f == key]:
+            assert torch.equal(s["frames"][8], s["frames"][t])
 
 
 @pytest.mark.slow

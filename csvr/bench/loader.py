@@ -142,7 +142,8 @@ def worker_side_sample(item: tuple, cfg: Config, epoch: int) -> dict:
     p = A.sample_params(1, d.flip, A.step_generator(ds.seed, epoch, i))
     r = s["frames"].shape[1]
     u0, v0, w, h = (p.box[0] * r).round().int().tolist()
-    x = TF.resized_crop(s["frames"].permute(0, 3, 1, 2), v0, u0, max(h, 1), max(w, 1), [d.size, d.size],
+    first, rows = _decoded_rows(s)  # as before: each decoded frame augmented once, then gathered
+    x = TF.resized_crop(s["frames"][first].permute(0, 3, 1, 2), v0, u0, max(h, 1), max(w, 1), [d.size, d.size],
                         antialias=True).float().div_(255)
     x = x.flip(-1) if bool(p.flip[0]) else x
     if p.blur[0] > 0:
@@ -152,10 +153,18 @@ def worker_side_sample(item: tuple, cfg: Config, epoch: int) -> dict:
     if bool((p.jitter[0] != torch.tensor(A.NO_JITTER)).any()):
         for k in p.order:
             x = jitter[k](x, float(p.jitter[0, k]))
-    s["frames"] = TF.normalize(x, A.IMAGENET_MEAN, A.IMAGENET_STD)
+    s["frames"] = TF.normalize(x, A.IMAGENET_MEAN, A.IMAGENET_STD)[rows]  # (T + T' + k, 3, S, S), k real I-frames
     one = {k: v[None] for k, v in s.items()}
     s["poses"], s["pose_mask"] = (v[0] for v in A.augment_poses(one["poses"], one["pose_mask"], p))
     return s
+
+
+def _decoded_rows(s: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a row of each distinct frame number, the distinct frame of each real row) of a worker sample."""
+    index = torch.cat([s["frame_indices"], s["iframe_indices"][s["iframe_mask"]]])
+    unique, rows = torch.unique(index, return_inverse=True)
+    first = torch.empty(len(unique), dtype=torch.int64).scatter_(0, rows, torch.arange(len(index)))
+    return first, rows
 
 
 def _device_aug_seconds(items: list, cfg: Config, clips: int, batch: int = 16) -> float:
