@@ -155,7 +155,12 @@ def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
     (parent,) = parents
     assert parent.info.status == "FINISHED" and parent.data.tags["csvr.search"] == "grid"
     assert parent.data.metrics["study/trials_terminated"] == 2 and parent.data.metrics["study/trials_error"] == 0
-    assert "summary.txt" in artifact_paths(client, parent.info.run_id)
+    parent_files = artifact_paths(client, parent.info.run_id)
+    assert {"summary.txt", "study/search.json", "tables/sigma_grid.md", "figures/sigma_grid_fig3_sigma_heatmap.png",
+            "figures/sigma_grid_fig4_per_class_synthetic.png"} <= parent_files, parent_files
+    assert "Fig. 3" in parent.data.tags["mlflow.note.content"] and "95 % CI" in parent.data.tags["mlflow.note.content"]
+    search = json.loads(Path(client.download_artifacts(parent.info.run_id, "study/search.json", str(tmp_path))).read_text())
+    assert search["grid"]["loss.sigma_p"] == [0.75, 1.0] and search["search_space"]["loss.sigma_p"] == [0.5, 1.25]
     assert len(children) == 2  # one run per trial, the retried one included
     assert sorted(float(r.data.params["loss.sigma_p"]) for r in children) == [0.75, 1.0]
     for run in children:
@@ -164,11 +169,14 @@ def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert tags["csvr.study"] == "sigma_grid" and tags["csvr.dataset"] == "synthetic" and tags["csvr.trial_id"]
         assert tags["csvr.git_commit"] and tags["csvr.stage.joint"] in ("computed", "reused")
+        assert run.info.run_name.startswith("sigma_p=") and "`loss.sigma_p` =" in tags["mlflow.note.content"]
+        assert len(client.get_metric_history(run.info.run_id, "finetune/synthetic/acc")) >= 1  # per epoch
         assert set(params) == set(keys()) and params["loss.sigma_c"] == "0.75" and params["train.seed"] == "0"
         assert {TARGET, "eval/synthetic/retrieval_r1", "pretext/context_acc", "train/joint/loss"} <= set(metrics)
         assert_no_duplicate_steps(client, run)
         files = artifact_paths(client, run.info.run_id)
-        assert {"config.json", "checkpoint.txt", "eval/synthetic/per_class.csv", "eval/synthetic/confusion.png",
+        assert {"config.json", "checkpoint.txt", "eval/synthetic/per_class.csv", "eval/synthetic/per_video.csv",
+                "eval/synthetic/confusion.png",
                 "eval/synthetic/retrieval.json"} <= files
         assert any(f.startswith("samples/") for f in files)
     retried = next(r for r in children if r.data.params["loss.sigma_p"] == "1.0")
@@ -245,3 +253,49 @@ def test_optuna_search_resumes_with_more_samples(tmp_path, storage):
     assert len(history) == 3 and all(t.state.name == "COMPLETE" for t in history)
     sigmas = sorted(str(float(t.params["loss.sigma_p"])) for t in history[:2])
     assert sigmas == sorted(str(float(p)) for _, p in before.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# fast: the console's trial events
+
+
+class FakeTrial:
+    def __init__(self, trial_id: str, sigma: float):
+        self.trial_id, self.config, self.last_result, self.error_file = trial_id, {"loss.sigma_p": sigma}, {}, ""
+
+
+def test_trial_events_lines_progress_and_eta(monkeypatch):
+    from trainables import console
+
+    now = [0.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: now[0])
+    lines: list[str] = []
+    events = console.TrialEvents(lines.append, total=4, target=TARGET, epochs_of=lambda c: 10,
+                                 name_of=lambda c: f"sigma_p={c['loss.sigma_p']}", every=60)
+    a, b = FakeTrial("a", 0.5), FakeTrial("b", 1.0)
+    events.on_trial_start(0, [], a)
+    events.on_trial_start(0, [], b)
+    for t in (10, 20, 30):  # epochs inside the throttle window print nothing
+        now[0] = t
+        events.on_trial_result(0, [], a, {"global_epoch": t // 10, "finetune/synthetic/acc": 0.5})
+    assert len(lines) == 2
+    now[0] = 70
+    events.on_trial_result(0, [], a, {"global_epoch": 5, "finetune/synthetic/acc": 0.625})
+    assert lines[-1].startswith("[1:10] epoch 5/10 sigma_p=0.5 finetune/synthetic acc=0.625")
+    now[0] = 100
+    a.last_result = {TARGET: 0.75, "global_epoch": 10}
+    events.on_trial_complete(0, [], a)
+    # a done, b at epoch 0: 1 of 4 trials in 100 s -> 300 s to go
+    assert lines[-1] == f"[1:40] finished sigma_p=0.5: {TARGET} = 0.7500 | 1/4 trials done, elapsed 1:40, ETA 5:00"
+    events.on_trial_recover(0, [], b)
+    assert "retrying sigma_p=1.0" in lines[-1]
+    events.on_trial_start(0, [], b)
+    assert "restarted" in lines[-1]
+    b.last_result = {"trial_failed": 1.0, TARGET: float("nan")}
+    events.on_trial_complete(0, [], b)
+    assert "failed   sigma_p=1.0: non-finite loss" in lines[-1] and "2/4 trials done, 1 failed" in lines[-1]
+    import pickle
+
+    restored = pickle.loads(pickle.dumps(events))  # Tune pickles its callbacks with the experiment
+    restored.on_trial_start(0, [], FakeTrial("c", 2.0))  # a restored copy stays silent
+    assert len(lines) == 7  # started x2, epoch, finished, retrying, restarted, failed

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, TextIO
 from ray import tune
 
 PROGRESS_LOGGER = "csvr.progress"
-PROGRESS_SECONDS = 120.0  # at most one "epoch k of n" line per this many seconds (all trials together)
+PROGRESS_SECONDS = 180.0  # at most one "epoch k of n" line per this many seconds (all trials together)
 
 
 class Capture:

@@ -141,11 +141,22 @@ def node_tags() -> dict[str, str]:
     return {"csvr.node_id": ray.get_runtime_context().get_node_id(), "csvr.node_ip": ray.util.get_node_ip_address()}
 
 
+def describe_trial(ctx: TrialContext, cfg: Config, values: Mapping[str, Any]) -> str:
+    """The child run's description in the MLflow UI (tag mlflow.note.content)."""
+    varied = ", ".join(f"`{k}` = {values[k]}" for k in ctx.varied if k in values)
+    return (f"Trial of study **{ctx.study}** with {varied or 'the base config'}; preset {ctx.preset}, pretraining "
+            f"data `{cfg.data.source}`. Target: `{target_metric(cfg)}`.\n\nParams: the full config (dotted keys). "
+            "Metrics: one point per epoch, step = epoch counted across stages (pose, context, video, joint, "
+            "finetune/<dataset>, is_classifier/<dataset>); eval/* and pretext/* at the end. Artifacts: "
+            "eval/<dataset>/per_class.csv, per_video.csv, confusion.png, retrieval.json; samples/*.png.")
+
+
 def open_run(ctx: TrialContext, cfg: Config, values: Mapping[str, Any], trial_id: str, workdir: Path,
              run_id: str | None) -> TrialRun:
     name = " ".join(f"{k.split('.')[-1]}={values[k]}" for k in ctx.varied if k in values) or trial_id
     tags = {"csvr.study": ctx.study, "csvr.trial_id": trial_id, "csvr.git_commit": ctx.git_commit,
-            "csvr.dataset": parse_spec(cfg.data.source)[0], "csvr.preset": ctx.preset}
+            "csvr.dataset": parse_spec(cfg.data.source)[0], "csvr.preset": ctx.preset,
+            "mlflow.note.content": describe_trial(ctx, cfg, values)}
     run = TrialRun.open(tracking.client(ctx.mlflow_uri), ctx.experiment_id, ctx.parent_run_id, run_id, name, tags)
     (workdir / RUN_FILE).write_text(json.dumps({"run_id": run.run_id}))
     run.set_tags(node_tags())

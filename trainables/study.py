@@ -42,6 +42,7 @@ from trainables.csvr_trainable import (FAULT_ENV, GlobalSteps, TrialContext, mak
 from trainables.pruning import SCHEDULERS, make_scheduler, mark_pruned
 
 REPO = Path(__file__).resolve().parents[1]
+NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
 TINY_TRIAL_MINUTES = 3  # a tiny-preset trial on the embedded dataset, 2 loaded cores (README's main command)
 NODE_ROOT_ENV = "CSVR_TEST_NODE_ROOT"  # test hook: a node started with it sees the filesystem under this folder
 SMOKE = CLI_SMOKE  # csvr/cli.py: the one set of --smoke overrides, shared with python -m csvr.train
@@ -242,7 +243,10 @@ def new_run(spec: StudySpec, args: argparse.Namespace, storage: Path, uri: str, 
     exp_id = tracking.ensure_experiment(client, spec.name, uri)
     parent = tracking.start_parent(client, exp_id, spec.name, args.search, f"{spec.name} {name}",
                                    {"csvr.git_commit": tracking.git_commit(REPO), "csvr.argv": " ".join(sys.argv),
-                                    "csvr.storage": str(run_dir)})
+                                    "csvr.storage": str(run_dir), NOTE_TAG: describe(spec)})
+    search = {"search": args.search, "grid": grid_of(spec, args), "search_space": dict(spec.search_space),
+              "base": base, "preset": preset_name(args)}
+    tracking.log_text(client, parent, json.dumps(search, indent=1, default=list), "study/search.json")
     state = {"study": spec.name, "run": name, "search": args.search, "experiment_id": exp_id,
              "parent_run_id": parent, "mlflow_uri": uri, "preset": preset_name(args), "base": base}
     (storage / spec.name / "latest").write_text(name)
@@ -418,8 +422,26 @@ def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path) 
              f"\nTable:      python -m analysis.tables {spec.name} --mlflow-uri {s['mlflow_uri']}"
              f"\nResume:     python studies/{spec.name}.py --resume --storage {run.dir.parents[1]} "
              f"(+ the same --search; the run keeps its config and MLflow parent)")
+    tags = {**tags, NOTE_TAG: f"{describe(spec)}\n\n```\n{text}\n```\n\n{publish_results(spec, run, client)}"}
     tracking.finish_parent(client, s["parent_run_id"], metrics, tags, text)
     return text
+
+
+def publish_results(spec: StudySpec, run: StudyRun, client) -> str:
+    """The study's tables (markdown) and figures as artifacts of the parent run; returns the tables, which
+    also become the parent's description. A failure here is logged, never fatal: the trials are done."""
+    from analysis.figures import write_figures
+    from analysis.tables import build_table
+
+    uri, parent = run.state["mlflow_uri"], run.state["parent_run_id"]
+    try:
+        tables = build_table(spec.name, uri, "md")
+        tracking.log_text(client, parent, tables, f"tables/{spec.name}.md")
+        write_figures(spec.name, uri, run.dir / "figures", log=True)
+        return tables
+    except Exception as err:  # noqa: BLE001 - analysis is a convenience at the end of a finished study
+        print(f"tables/figures for the parent run failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return ""
 
 
 # ---------------------------------------------------------------------------------------------
