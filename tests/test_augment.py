@@ -45,6 +45,16 @@ def test_one_parameter_set_per_sample_across_frames_and_iframes():
     assert len(distinct) == 16  # the samples of the batch are augmented differently
 
 
+def test_crop_boxes_follow_random_resized_crop():
+    box = A.random_boxes(4000, torch.Generator().manual_seed(0))
+    u0, v0, w, h = box.unbind(1)
+    assert (u0 >= 0).all() and (v0 >= 0).all() and (u0 + w <= 1 + 1e-6).all() and (v0 + h <= 1 + 1e-6).all()
+    area, aspect = w * h, w / h
+    assert (area >= 0.5 - 1e-5).all() and (area <= 1 + 1e-5).all()
+    assert (aspect >= 3 / 4 - 1e-4).all() and (aspect <= 4 / 3 + 1e-4).all()
+    assert area.min() < 0.52 and area.max() > 0.95 and u0.max() > 0.25  # the whole range is drawn
+
+
 def crop_only(xy: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return (xy - box[:, None, None, :2]) / box[:, None, None, 2:]
 

@@ -81,8 +81,7 @@ def random_boxes(b: int, g: torch.Generator, scale=(0.5, 1.0), ratio=(3 / 4, 4 /
     first = fits.float().argmax(1, keepdim=True)  # first fitting try (0 when none fits)
     w = torch.where(fits.any(1), w.gather(1, first)[:, 0], 1.0)
     h = torch.where(fits.any(1), h.gather(1, first)[:, 0], 1.0)
-    u0, v0 = (1 - w) * torch.rand(b, generator=g, dtype=torch.float64), (1 - h) * torch.rand(b, generator=g,
-                                                                                          dtype=torch.float64)
+    u0, v0 = (1 - w) * _uniform(g, 0, 1, b), (1 - h) * _uniform(g, 0, 1, b)
     return torch.stack([u0, v0, w, h], 1).float()
 
 
