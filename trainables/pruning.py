@@ -13,6 +13,7 @@ the same point of its joint pretraining as one that computed them). Both are pas
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +48,24 @@ def make_scheduler(name: str, cfg: Config, reduction_factor: int = 2) -> Any:
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
     first, last = joint_window(cfg)
+    # results without the metric (finetuning epochs, the final result) are allowed: the scheduler skips them
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     common = {"time_attr": TIME_ATTR, "metric": prune_metric(cfg), "mode": PRUNE_MODE}
     if name == "asha":
-        return ASHAScheduler(**common, max_t=last, grace_period=first, reduction_factor=reduction_factor)
+        # stop_last_trials=False: a trial past the joint epochs goes on to finetune and evaluate (ASHA's default
+        # would stop every trial at max_t, before the searcher's metric exists)
+        return ASHAScheduler(**common, max_t=last, grace_period=first, reduction_factor=reduction_factor,
+                             stop_last_trials=False)
     if name == "median":
         return MedianStoppingRule(**common, grace_period=first, min_samples_required=2)
     raise ValueError(f"unknown scheduler {name!r}; one of {', '.join(SCHEDULERS)}")
 
 
 def was_pruned(result) -> bool:
-    """A trial the scheduler stopped: no error, and its last result is not the trial's end."""
+    """A trial the scheduler stopped: no error, and its last result is not the trial's final one (which always
+    carries compute_seconds, or trial_failed for a diverged trial). Tune marks a stopped trial's result done."""
     metrics = result.metrics or {}
-    return result.error is None and not metrics.get("done", False) and "compute_seconds" not in metrics
+    return result.error is None and "compute_seconds" not in metrics and not metrics.get("trial_failed")
 
 
 def mark_pruned(client, results, run_dir: Path) -> int:

@@ -1,0 +1,86 @@
+"""--scheduler: Tune's ASHA / median stopping on the per-epoch pretraining metric while Optuna keeps the final
+metric; a pruned trial's MLflow run ends KILLED with csvr.pruned=true, not FAILED."""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+
+import pytest
+
+from csvr.config import apply_overrides, tiny
+from trainables import pruning
+from trainables.csvr_trainable import RUN_FILE, GlobalSteps
+from trainables.study import parse_args
+
+SIGMA = importlib.import_module("studies.sigma_grid").STUDY
+TARGET = "eval/synthetic/top1"
+
+
+def test_scheduler_reads_the_probe_over_the_joint_epochs():
+    cfg = apply_overrides(tiny(), {"train.joint_epochs": 8})
+    first, last = pruning.joint_window(cfg)
+    assert (first, last) == (GlobalSteps(cfg)("joint", 1), GlobalSteps(cfg)("joint", 8))
+    asha = pruning.make_scheduler("asha", cfg)
+    assert (asha._metric, asha._time_attr, asha._max_t) == (pruning.prune_metric(cfg), "global_epoch", last)
+    assert not asha._stop_last_trials  # trials that survive the joint epochs still finetune and evaluate
+    assert asha._metric != TARGET  # the searcher's metric stays the downstream top-1
+    assert pruning.make_scheduler("fifo", cfg) is None
+    assert pruning.make_scheduler("median", cfg)._metric == pruning.prune_metric(cfg)
+
+
+def test_scheduler_needs_a_search():
+    assert parse_args(SIGMA, ["--search", "optuna", "--scheduler", "asha"]).scheduler == "asha"
+    assert parse_args(SIGMA, ["--search", "random", "--scheduler", "median"]).search == "random"
+    with pytest.raises(SystemExit):
+        parse_args(SIGMA, ["--scheduler", "asha"])  # a grid runs every cell
+
+
+def _trial(config: dict) -> None:
+    """Stand-in trainable: `quality` sets the per-epoch probe; the top-1 comes only with the final result."""
+    from ray import tune
+
+    for epoch in range(1, 9):
+        tune.report({"global_epoch": epoch, "train/joint/context/acc": config["quality"] * epoch, TARGET: math.nan})
+    tune.report({"global_epoch": 9, TARGET: config["quality"], "compute_seconds": 1.0})
+
+
+@pytest.mark.slow
+def test_asha_prunes_with_optuna_on_another_metric(tmp_path):
+    ray = pytest.importorskip("ray")
+    from mlflow import MlflowClient
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    if ray.is_initialized():
+        pytest.skip("needs its own local Ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        asha = ASHAScheduler(time_attr="global_epoch", metric=pruning.PRUNE_METRIC, mode="max", max_t=8,
+                             grace_period=1, reduction_factor=2, stop_last_trials=False)
+        tuner = tune.Tuner(_trial, param_space={"quality": tune.uniform(0.0, 1.0)},
+                           tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric=TARGET, mode="max", seed=0),
+                                                       scheduler=asha, num_samples=8, max_concurrent_trials=1),
+                           run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0))
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    pruned = [r for r in results if pruning.was_pruned(r)]
+    finished = [r for r in results if not pruning.was_pruned(r)]
+    assert pruned and finished and all(r.error is None for r in results)
+    best = max(r.config["quality"] for r in results)
+    assert max(r.metrics[TARGET] for r in finished) == best  # the best trial was never pruned
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("t")
+    run_dir = tmp_path / "run"
+    for r in results:
+        workdir = run_dir / "trials" / r.metrics["trial_id"]
+        workdir.mkdir(parents=True)
+        (workdir / RUN_FILE).write_text(json.dumps({"run_id": client.create_run(exp).info.run_id}))
+    assert pruning.mark_pruned(client, results, run_dir) == len(pruned)
+    for r in results:
+        run_id = json.loads((run_dir / "trials" / r.metrics["trial_id"] / RUN_FILE).read_text())["run_id"]
+        run = client.get_run(run_id)
+        assert (run.data.tags.get(pruning.PRUNED_TAG) == "true") == pruning.was_pruned(r)
+        assert run.info.status == ("KILLED" if pruning.was_pruned(r) else "RUNNING")
