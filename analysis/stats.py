@@ -111,9 +111,11 @@ def paired_difference(values: Mapping, reference: Mapping, level: float = LEVEL)
 def seeds_needed(difference: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
     """Seeds (paired with the reference) for a two-sided paired t-test at `alpha` to detect `difference`
     with `power`, when per-seed differences vary with standard deviation `sd`. None: no difference to
-    detect (0) or no noise estimate; MAX_SEEDS + 1: more than MAX_SEEDS."""
-    if not sd or not math.isfinite(sd) or not difference:
+    detect (0) or no noise estimate (sd None); MAX_SEEDS + 1: more than MAX_SEEDS."""
+    if sd is None or not math.isfinite(sd) or not difference:
         return None
+    if sd == 0:  # no noise at all: the smallest paired sample resolves any difference
+        return 2
     nobs = np.arange(2, MAX_SEEDS + 1)
     reached = np.flatnonzero(t_test_power(abs(difference) / sd, nobs, alpha) >= power)
     return int(nobs[reached[0]]) if reached.size else MAX_SEEDS + 1

@@ -527,9 +527,18 @@ def seeds_needed_rows(table: Table) -> list[SeedsNeeded]:
                 sd = cmp.half_width / float(stats.norm.ppf(0.975))
             else:
                 sd = None
-            out.append(SeedsNeeded(row, col, cmp.mean, sd, seeds_needed(cmp.mean, sd) if sd else None,
-                                   cmp.method == "bootstrap"))
+            out.append(SeedsNeeded(row, col, cmp.mean, sd, seeds_needed(cmp.mean, sd), cmp.method == "bootstrap"))
     return out
+
+
+def seeds_text(r: SeedsNeeded) -> str:
+    if not r.difference:
+        return "— (no difference)"
+    if r.seeds is None:
+        return "— (needs 2 seeds to estimate noise)"
+    if r.seeds > MAX_SEEDS:
+        return f"> {MAX_SEEDS}"
+    return f"{'>= ' if r.floor_only else ''}{r.seeds}"
 
 
 def seeds_needed_text(table: Table) -> str:
@@ -541,9 +550,7 @@ def seeds_needed_text(table: Table) -> str:
     for r in rows:
         name = label_text(r.row, " / ") + (f" @ {label_text(r.col)}" if r.col else "")
         sd = "—" if r.sd is None else f"{r.sd:.2f}" + (" (test set only)" if r.floor_only else "")
-        seeds = "— (needs 2 seeds to estimate noise)" if r.seeds is None else (
-            f"> {MAX_SEEDS}" if r.seeds > MAX_SEEDS else f"{'>= ' if r.floor_only else ''}{r.seeds}")
-        lines.append(f"| {name} | {r.difference:+.2f} | {sd} | {seeds} |")
+        lines.append(f"| {name} | {r.difference:+.2f} | {sd} | {seeds_text(r)} |")
     lines += ["", f"_Reference: {table.reference_text()}. With one seed the noise is the test-set bootstrap only "
                   "(seed-to-seed noise adds to it), so the count is a lower bound._"]
     return "\n".join(lines) + "\n"

@@ -83,7 +83,7 @@ def test_seeds_needed_matches_statsmodels_power():
     assert seeds_needed(difference=-2.0, sd=3.0) == n  # the sign does not matter
     assert seeds_needed(10.0, 0.5) == 2
     assert seeds_needed(0.01, 3.0) == MAX_SEEDS + 1
-    assert seeds_needed(1.0, 0.0) is None and seeds_needed(0.0, 1.0) is None
+    assert seeds_needed(1.0, 0.0) == 2 and seeds_needed(0.0, 1.0) is None and seeds_needed(1.0, None) is None
 
 
 def test_per_video_artifact_and_confusion(tmp_path):
