@@ -72,25 +72,99 @@ def retrieval(query: Tensor, query_labels: Tensor, gallery: Tensor, gallery_labe
 
 
 @torch.no_grad()
+def knn_scores(query: Tensor, gallery: Tensor, gallery_labels: Tensor, classes: int, k: int,
+               temperature: float = 0.07) -> Tensor:
+    """DINO's weighted k-NN classifier on frozen features: the k most cosine-similar gallery items vote for
+    their class with weight exp(sim / temperature). Returns (Q, classes) normalised votes."""
+    sim = nn.functional.normalize(query.float(), dim=1) @ nn.functional.normalize(gallery.float(), dim=1).T  # (Q, G)
+    top, idx = sim.topk(min(k, len(gallery)), dim=1)  # (Q, k)
+    votes = torch.zeros(len(query), classes).scatter_add_(1, gallery_labels[idx], (top / temperature).exp())
+    return votes / votes.sum(1, keepdim=True)
+
+
+def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, classes: int, seed: int,
+                 epochs: int = 300, weight_decay: float = 1e-3) -> Tensor:
+    """A linear classifier on frozen, standardised features (full-batch L-BFGS on cross-entropy + L2).
+    Returns (Q, classes) test probabilities."""
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    x, q = (train_x.float() - mean) / std, (test_x.float() - mean) / std
+    gen = torch.Generator().manual_seed(seed)
+    fc = nn.Linear(x.shape[1], classes)
+    with torch.no_grad():
+        fc.weight.copy_(torch.randn(fc.weight.shape, generator=gen) * 0.01)
+        fc.bias.zero_()
+    opt = torch.optim.LBFGS(fc.parameters(), lr=1.0, max_iter=epochs, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(fc(x), train_y) + weight_decay * fc.weight.pow(2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    with torch.no_grad():
+        return fc(q).softmax(-1)
+
+
+def group_accuracy(per_class: np.ndarray, groups: list[str | None]) -> dict[str, float]:
+    """Mean per-class accuracy within each class group (the paper's Fig. 4 groups: motion, context, both)."""
+    out = {}
+    for group in sorted({g for g in groups if g}):
+        accs = [a for a, g in zip(per_class, groups) if g == group and not np.isnan(a)]
+        if accs:
+            out[group] = float(np.mean(accs))
+    return out
+
+
+@torch.no_grad()
 def pretext_metrics(model: CSVR, loader: Iterable[dict], is_classifier: nn.Module | None,
                     device: torch.device) -> dict[str, float]:
-    """Table II's pretext metrics on held-out clips (ClipDataset batches, no augmentation)."""
+    """Table II's pretext metrics on held-out clips (no augmentation), each beside its trivial baseline:
+    pose_mse vs pose_mse_copy_last / pose_mse_const_velocity (same joints, same mask); video_l2_reconstruct
+    and video_l2_predict vs video_l2_mean_frame / video_l2_mean_frame_future (every frame = the current
+    clip's mean frame); context_acc vs context_chance. A branch that does not beat its baseline has not
+    learned. Means are over batches (the held-out loader yields equal batches except the last)."""
     model.eval()
-    acc, mse, probs = [], [], []
+    sums: dict[str, list[Tensor]] = {}
+    probs = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-        f_s = model.context.video_embedding(batch["clip"])
-        z = model.context.iframe_embedding(batch["iframes"])
-        acc.append(L.context_accuracy(f_s, z, batch["iframe_mask"]))
-        pred, f_d_full = model.pose_generator(batch["poses"], batch["pose_mask"])
-        mse.append(L.pose_mse(pred, batch["future_poses"], batch["future_pose_mask"]))
+        for name, value in _pretext_batch(model, batch).items():
+            sums.setdefault(name, []).append(value.float())
         if is_classifier is not None:
-            f_i = model.integration(model.pose_generator.motion_feature(batch["poses"], batch["pose_mask"]), f_s)
-            fake = model.reconstructor.generator(f_i)
             is_classifier.eval()
+            fake = model.reconstructor.generator(_f_i(model, batch))
             probs.append(is_classifier({"clip": fake, "poses": batch["poses"],
                                         "pose_mask": batch["pose_mask"]}).softmax(-1).float().cpu())
-    out = {"context_acc": float(torch.stack(acc).mean()), "pose_mse_x100": 100 * float(torch.stack(mse).mean())}
+    out = {name: float(torch.stack(values).mean()) for name, values in sums.items()}
+    out["pose_mse_x100"] = 100 * out["pose_mse"]  # Table II's scale
     if probs:
         out["video_is"] = L.inception_score(torch.cat(probs))
     return out
+
+
+def _f_i(model: CSVR, batch: dict) -> Tensor:
+    f_s = model.context.video_embedding(batch["clip"])
+    return model.integration(model.pose_generator.motion_feature(batch["poses"], batch["pose_mask"]), f_s)
+
+
+def _pretext_batch(model: CSVR, batch: dict) -> dict[str, Tensor]:
+    """One held-out batch: every pretext metric and its baselines."""
+    poses, mask = batch["poses"], batch["pose_mask"]
+    future, fmask = batch["future_poses"], batch["future_pose_mask"]
+    t_future = future.shape[1]
+    f_s = model.context.video_embedding(batch["clip"])
+    z = model.context.iframe_embedding(batch["iframes"])
+    pred, _ = model.pose_generator(poses, mask)
+    f_i = model.integration(model.pose_generator.motion_feature(poses, mask), f_s)
+    clip, future_clip = batch["clip"], batch["future"]
+    return {
+        "context_acc": L.context_accuracy(f_s, z, batch["iframe_mask"]),
+        "context_chance": L.context_chance(batch["iframe_mask"]),
+        "pose_mse": L.pose_mse(pred, future, fmask),
+        "pose_mse_copy_last": L.pose_mse(L.copy_last_pose(poses, mask, t_future), future, fmask),
+        "pose_mse_const_velocity": L.pose_mse(L.constant_velocity_pose(poses, mask, t_future), future, fmask),
+        "video_l2_reconstruct": L.pixel_l2(model.reconstructor.generator(f_i), clip),
+        "video_l2_predict": L.pixel_l2(model.predictor.generator(f_i), future_clip),
+        "video_l2_mean_frame": L.pixel_l2(L.mean_frame(clip), clip),
+        "video_l2_mean_frame_future": L.pixel_l2(L.mean_frame(clip, future_clip.shape[2]), future_clip),
+    }

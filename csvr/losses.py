@@ -72,6 +72,14 @@ def context_accuracy(x: Tensor, z: Tensor, mask: Tensor) -> Tensor:
     return (owner == torch.arange(b, device=x.device)).float().mean()
 
 
+@torch.no_grad()
+def context_chance(mask: Tensor) -> Tensor:
+    """The accuracy of `context_accuracy` when the most similar I-frame is drawn at random: for clip i, its
+    own valid I-frames over all valid I-frames of the batch, averaged over clips. mask: (B, K)."""
+    own = mask.sum(1).float()  # (B,)
+    return (own / own.sum().clamp_min(1.0)).mean()
+
+
 # ---------------------------------------------------------------------------------------------
 # adversarial terms (Eqs. 1, 6, 7)
 
@@ -120,6 +128,38 @@ def pose_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     err = (pred - target).pow(2).mean(-1)
     m = mask.to(err.dtype)
     return (err * m).sum() / m.sum().clamp_min(1.0)
+
+
+def last_seen_pose(poses: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Each joint's last observed position (B, N, 2) and the frame it was seen in (B, N; -1 = never).
+    Joints never seen fall back to the centre of the frame."""
+    t = torch.arange(poses.shape[1], device=poses.device).view(1, -1, 1)
+    last = torch.where(mask, t, -1).amax(dim=1)  # (B, N)
+    idx = last.clamp_min(0).view(len(poses), 1, -1, 1).expand(-1, 1, -1, 2)
+    seen = poses.gather(1, idx).squeeze(1)
+    return torch.where((last >= 0).unsqueeze(-1), seen, torch.full_like(seen, 0.5)), last
+
+
+def copy_last_pose(poses: Tensor, mask: Tensor, future_len: int) -> Tensor:
+    """Trivial pose predictor: every future frame repeats the last seen pose. (B, T, N, 2) -> (B, T', N, 2)."""
+    last, _ = last_seen_pose(poses, mask)
+    return last.unsqueeze(1).expand(-1, future_len, -1, -1)
+
+
+def constant_velocity_pose(poses: Tensor, mask: Tensor, future_len: int) -> Tensor:
+    """Trivial pose predictor: extrapolate each joint's last velocity (last two frames where it is seen in
+    both; zero velocity otherwise). (B, T, N, 2) -> (B, T', N, 2)."""
+    last, _ = last_seen_pose(poses, mask)
+    both = mask[:, -1] & mask[:, -2]  # (B, N)
+    velocity = torch.where(both.unsqueeze(-1), poses[:, -1] - poses[:, -2], torch.zeros_like(last))
+    steps = torch.arange(1, future_len + 1, device=poses.device, dtype=poses.dtype).view(1, -1, 1, 1)
+    return last.unsqueeze(1) + steps * velocity.unsqueeze(1)
+
+
+def mean_frame(video: Tensor, frames: int | None = None) -> Tensor:
+    """Trivial video generator: every frame is the clip's mean frame. (B, 3, T, H, W) -> (B, 3, frames, H, W)."""
+    mean = video.mean(dim=2, keepdim=True)
+    return mean.expand(-1, -1, frames or video.shape[2], -1, -1)
 
 
 def pixel_l2(pred: Tensor, target: Tensor) -> Tensor:

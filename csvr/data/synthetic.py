@@ -6,25 +6,27 @@ finds her) onto a generated background and moves it along a trajectory. The six 
 groups of the paper's Fig. 4:
 
     group    class             scene                 motion
-    motion   DriftLeft         studio (shared)       drifts right-to-left, re-entering at the right edge
-    motion   DriftRight        studio (shared)       drifts left-to-right, re-entering at the left edge
+    motion   Bobbing           studio (shared)       bobs up and down
+    motion   Swaying           studio (shared)       sways left and right
     context  Park              park                  one of SHARED_MOTIONS, drawn per video
     context  BrickWall         brick wall            one of SHARED_MOTIONS, drawn per video
     both     BobbingAtSea      sea                   bobs up and down
     both     CirclingInDesert  desert                circles counter-clockwise
 
-Motion classes share the scene distribution, and the drift wraps around from a uniform random phase, so
-the person's position is uniform over the same range at every frame index in both classes: no single
-frame tells them apart, only motion does. Context classes draw their motion from one shared set with the
-same parameters, so the pose track cannot tell them apart, only the scene can. `tests/test_synthetic.py`
-checks both claims with classifiers on many fresh draws.
+Motion classes share the scene distribution and their centres are drawn so that the person's position
+covers about the same range in both: a single frame hardly tells them apart, the motion does (vertical
+vs horizontal). No class is defined by a direction, so a horizontal flip (data.flip) keeps every class
+(a flipped counter-clockwise circle is still a circle in the desert). Context classes draw their motion
+from one shared set with the same parameters, so the pose track cannot tell them apart, only the scene
+can. `tests/test_synthetic.py` checks these claims with classifiers on many fresh draws.
 
-Layout (what `ensure_synthetic` writes; 11 clips per class, 160x120, 48 frames at 25 fps, mpeg4 in .avi):
+Layout (what `ensure_synthetic` writes; 25 clips per class, 160x120, 48 frames at 25 fps, mpeg4 in .avi;
+split 1 holds out 9 clips per class, 54 test videos, so one video is 1.9 points of top-1):
 
-    ROOT/UCF-101/<Class>/v_<Class>_gXX_c01.avi     groups g01..g11, one clip per group
+    ROOT/UCF-101/<Class>/v_<Class>_gXX_c01.avi     groups g01..g25, one clip per group
     ROOT/ucfTrainTestlist/classInd.txt             "1 DriftLeft"
     ROOT/ucfTrainTestlist/trainlist0{1,2,3}.txt    "DriftLeft/v_DriftLeft_g01_c01.avi 1"
-    ROOT/ucfTrainTestlist/testlist0{1,2,3}.txt     split 1 tests on g09..g11 (disjoint groups)
+    ROOT/ucfTrainTestlist/testlist0{1,2,3}.txt     split 1 tests on g17..g25 (disjoint groups)
     ROOT/classGroups.json                          {"DriftLeft": "motion", ...}
     ROOT/poses_gt/<Class>/<name>.npy               float32 (F, 33, 3): ground-truth x, y in [0, 1], visibility
     ROOT/videos.json                               per video: scene, motion, sprite height
@@ -55,7 +57,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from csvr.data.video import write_video
 from csvr.paths import datasets_dir
 
-VERSION = "synthetic-v1"
+VERSION = "synthetic-v2"
 SEED = 2025
 WIDTH, HEIGHT, FRAMES, FPS = 160, 120, 48, 25
 SPRITE_HEIGHT = 120  # pixels at scale 1.0 of the sprite box (512 x 850: the photo plus _EXTENSION rows)
@@ -64,7 +66,7 @@ PROGRESS = logging.getLogger("csvr.progress")  # a study shows these lines on it
 TEST_GROUPS = {1: (9, 10, 11), 2: (1, 2, 3), 3: (5, 6, 7)}  # split -> held-out groups
 
 Group = Literal["motion", "context", "both"]
-SHARED_MOTIONS = ("drift_left", "drift_right", "bob", "sway", "circle_cw", "circle_ccw")
+SHARED_MOTIONS = ("bob", "sway", "circle_cw", "circle_ccw")
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,8 @@ class SynthClass:
 
 
 CLASSES = (
-    SynthClass("DriftLeft", "motion", "studio", ("drift_left",)),
-    SynthClass("DriftRight", "motion", "studio", ("drift_right",)),
+    SynthClass("Bobbing", "motion", "studio", ("bob",)),
+    SynthClass("Swaying", "motion", "studio", ("sway",)),
     SynthClass("Park", "context", "park", SHARED_MOTIONS),
     SynthClass("BrickWall", "context", "brick", SHARED_MOTIONS),
     SynthClass("BobbingAtSea", "both", "sea", ("bob",)),
@@ -265,28 +267,21 @@ SCENES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
 # motions: (rng, t float (F,)) -> centre x, y in pixels, each (F,)
 
 
-def _drift(rng: np.random.Generator, t: np.ndarray, direction: int) -> tuple[np.ndarray, np.ndarray]:
-    # Wraps around: x_t = lo + (phase + v t) mod (hi - lo), so the person re-enters at the far side.
-    # With a uniform phase x_t is uniform on [lo, hi) at EVERY t for both directions: no single frame,
-    # not even frame 0, carries the direction.
-    lo, hi = 35.0, WIDTH - 35.0
-    x = lo + np.mod(rng.uniform(0, hi - lo) + rng.uniform(0.9, 1.3) * t, hi - lo)
-    return (x if direction > 0 else lo + hi - x), np.full_like(t, rng.uniform(70, 78))
-
-
 def _oscillate(rng: np.random.Generator, t: np.ndarray, amp: float) -> np.ndarray:
     period = rng.uniform(20, 32)
     return amp * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
 
 
+# Bob and sway draw their centres so that the positions they visit cover about the same box: the sway's wide
+# horizontal swing is matched by a wider range of bob centres, the bob's vertical swing by sway heights.
 def _bob(rng: np.random.Generator, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    cx = rng.uniform(45, WIDTH - 45)
-    return np.full_like(t, cx), rng.uniform(76, 80) + _oscillate(rng, t, rng.uniform(8, 10))
+    cx = rng.uniform(42, WIDTH - 42)
+    return np.full_like(t, cx), rng.uniform(70, 84) + _oscillate(rng, t, rng.uniform(8, 12))
 
 
 def _sway(rng: np.random.Generator, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = rng.uniform(65, WIDTH - 65) + _oscillate(rng, t, rng.uniform(18, 28))
-    return x, np.full_like(t, rng.uniform(70, 78))
+    x = rng.uniform(62, WIDTH - 62) + _oscillate(rng, t, rng.uniform(18, 26))
+    return x, np.full_like(t, rng.uniform(63, 91))
 
 
 def _circle(rng: np.random.Generator, t: np.ndarray, sign: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,8 +292,6 @@ def _circle(rng: np.random.Generator, t: np.ndarray, sign: int) -> tuple[np.ndar
 
 
 MOTIONS: dict[str, Callable[[np.random.Generator, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
-    "drift_left": lambda rng, t: _drift(rng, t, -1),
-    "drift_right": lambda rng, t: _drift(rng, t, +1),
     "bob": _bob,
     "sway": _sway,
     "circle_cw": lambda rng, t: _circle(rng, t, +1),

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from csvr.losses import last_seen_pose
+
 
 def _pose_input(poses: Tensor, mask: Tensor) -> Tensor:
     """(B, T, N, 2) poses + (B, T, N) mask -> (B, 3N, T) channels: masked x, masked y, mask."""
@@ -87,21 +89,12 @@ class PoseGenerator(nn.Module):
         feats = self.encoder(poses, mask)
         if z is None:
             z = torch.randn(len(poses), self.noise_dim, device=poses.device, dtype=poses.dtype)
-        pred = self.decoder(feats[-1], z, _last_seen(poses, mask))
+        pred = self.decoder(feats[-1], z, last_seen_pose(poses, mask)[0])
         return pred, self.head(feats[self.feature_layer - 1])
 
     def motion_feature(self, poses: Tensor, mask: Tensor) -> Tensor:
         """f_d: (B, C)."""
         return self.head(self.encoder(poses, mask)[self.feature_layer - 1])
-
-
-def _last_seen(poses: Tensor, mask: Tensor) -> Tensor:
-    """The last observed position of each joint (B, N, 2); joints never seen fall back to the centre."""
-    t = torch.arange(poses.shape[1], device=poses.device).view(1, -1, 1)
-    last = torch.where(mask, t, -1).amax(dim=1)  # (B, N)
-    idx = last.clamp_min(0).view(len(poses), 1, -1, 1).expand(-1, 1, -1, 2)
-    seen = poses.gather(1, idx).squeeze(1)
-    return torch.where((last >= 0).unsqueeze(-1), seen, torch.full_like(seen, 0.5))
 
 
 class PoseDiscriminator(nn.Module):
