@@ -20,13 +20,13 @@ vs horizontal). No class is defined by a direction, so a horizontal flip (data.f
 from one shared set with the same parameters, so the pose track cannot tell them apart, only the scene
 can. `tests/test_synthetic.py` checks these claims with classifiers on many fresh draws.
 
-Layout (what `ensure_synthetic` writes; 25 clips per class, 160x120, 48 frames at 25 fps, mpeg4 in .avi;
+Layout (what `ensure_synthetic` writes; 20 clips per class, 160x120, 48 frames at 25 fps, mpeg4 in .avi;
 split 1 holds out 9 clips per class, 54 test videos, so one video is 1.9 points of top-1):
 
-    ROOT/UCF-101/<Class>/v_<Class>_gXX_c01.avi     groups g01..g25, one clip per group
+    ROOT/UCF-101/<Class>/v_<Class>_gXX_c01.avi     groups g01..g20, one clip per group
     ROOT/ucfTrainTestlist/classInd.txt             "1 DriftLeft"
     ROOT/ucfTrainTestlist/trainlist0{1,2,3}.txt    "DriftLeft/v_DriftLeft_g01_c01.avi 1"
-    ROOT/ucfTrainTestlist/testlist0{1,2,3}.txt     split 1 tests on g17..g25 (disjoint groups)
+    ROOT/ucfTrainTestlist/testlist0{1,2,3}.txt     split 1 tests on g12..g20 (disjoint groups)
     ROOT/classGroups.json                          {"DriftLeft": "motion", ...}
     ROOT/poses_gt/<Class>/<name>.npy               float32 (F, 33, 3): ground-truth x, y in [0, 1], visibility
     ROOT/videos.json                               per video: scene, motion, sprite height
@@ -61,9 +61,9 @@ VERSION = "synthetic-v2"
 SEED = 2025
 WIDTH, HEIGHT, FRAMES, FPS = 160, 120, 48, 25
 SPRITE_HEIGHT = 120  # pixels at scale 1.0 of the sprite box (512 x 850: the photo plus _EXTENSION rows)
-GROUPS = range(1, 12)  # g01..g11, one clip each
+GROUPS = range(1, 21)  # g01..g20, one clip each
 PROGRESS = logging.getLogger("csvr.progress")  # a study shows these lines on its console
-TEST_GROUPS = {1: (9, 10, 11), 2: (1, 2, 3), 3: (5, 6, 7)}  # split -> held-out groups
+TEST_GROUPS = {1: tuple(range(12, 21)), 2: tuple(range(1, 10)), 3: tuple(range(6, 15))}  # split -> held out
 
 Group = Literal["motion", "context", "both"]
 SHARED_MOTIONS = ("bob", "sway", "circle_cw", "circle_ccw")
