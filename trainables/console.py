@@ -120,7 +120,6 @@ class TrialEvents(tune.Callback):
         self.epochs_of, self.name_of, self.every = epochs_of, name_of, every
         self.start = time.monotonic()
         self.last_line = -math.inf
-        self.epochs: dict[str, tuple[int, int]] = {}  # trial id -> (epoch, of n) while running
         self.done = self.failed = self.stopped = 0
         self.seen: set[str] = set()
 
@@ -131,17 +130,14 @@ class TrialEvents(tune.Callback):
 
     # progress ---------------------------------------------------------------------------------
 
-    def fraction(self) -> float:
-        running = sum(min(e, n) / n for e, n in self.epochs.values() if n)
-        return (self.done + self.failed + self.stopped + running) / max(self.total, 1)
-
     def progress(self) -> str:
-        elapsed, f = time.monotonic() - self.start, self.fraction()
-        eta = f"ETA {clock(elapsed * (1 - f) / f)}" if f > 0 else "ETA --"
+        """Trials done, elapsed, ETA from the finished trials' pace (epochs of different stages take very
+        different times, so running trials do not enter it; shared stages make it err on the long side)."""
+        elapsed, finished = time.monotonic() - self.start, self.done + self.failed + self.stopped
+        eta = f"ETA {clock(elapsed * (self.total - finished) / finished)}" if finished else "ETA after the first trial"
         failed = f", {self.failed} failed" if self.failed else ""
         failed += f", {self.stopped} stopped early" if self.stopped else ""
-        return (f"{self.done + self.failed + self.stopped}/{self.total} trials done{failed}, "
-                f"elapsed {clock(elapsed)}, {eta}")
+        return f"{finished}/{self.total} trials done{failed}, elapsed {clock(elapsed)}, {eta}"
 
     def emit(self, text: str) -> None:
         if self.say_line is None:  # a copy restored from Tune's saved state
@@ -156,21 +152,18 @@ class TrialEvents(tune.Callback):
             return
         again = trial.trial_id in self.seen
         self.seen.add(trial.trial_id)
-        self.epochs[trial.trial_id] = (0, self.epochs_of(trial.config))
         self.emit(f"{'restarted' if again else 'started'}  {self.name_of(trial.config)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         if self.say_line is None:
             return
         epoch, n = int(result.get("global_epoch", 0)), self.epochs_of(trial.config)
-        self.epochs[trial.trial_id] = (epoch, n)
         if time.monotonic() - self.last_line >= self.every and epoch < n:
             self.emit(f"epoch {epoch}/{n} {self.name_of(trial.config)}{stage_metric(result)} | {self.progress()}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         if self.say_line is None:
             return
-        self.epochs.pop(trial.trial_id, None)
         result = trial.last_result or {}
         value = result.get(self.target, math.nan)
         if result.get("trial_failed"):  # a non-finite loss: the trainable ended it without a retry
@@ -194,7 +187,6 @@ class TrialEvents(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         if self.say_line is None:
             return
-        self.epochs.pop(trial.trial_id, None)
         self.failed += 1
         self.emit(f"failed   {self.name_of(trial.config)} ({error_line(trial)}) | {self.progress()}")
 
