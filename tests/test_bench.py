@@ -116,3 +116,17 @@ def test_study(capsys, tmp_path):
     assert rows["shared"]["stages_reused"] > 0 and rows["recomputed"]["stages_reused"] == 0
     assert rows["recomputed"]["stages_computed"] > rows["shared"]["stages_computed"] > 0
     positive(rows["shared"], "compute_s", "wall_s")
+
+
+@pytest.mark.slow
+def test_study_search_with_and_without_pruning(capsys, tmp_path):
+    pytest.importorskip("optuna")
+    report, data, lines = run(capsys, tmp_path, ["study", "--search", "optuna", "--scheduler", "asha", "--seeds", "1",
+                                                 "--trials", "1", "--joint-epochs", "1", "--steps", "1"])
+    check_common(data, lines, "study", "asha / fifo: ")
+    rows = {r["scheduler"]: r for r in data["rows"]}
+    assert set(rows) == {"fifo", "asha"} and rows["fifo"]["pruned"] == 0
+    for row in rows.values():
+        positive(row, "epoch_s", "trial_s", "epochs_trained")
+        assert 0.0 <= row["best"] <= 1.0
+    positive(data["headline"], "compute_ratio")
