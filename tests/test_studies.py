@@ -21,7 +21,7 @@ import pytest
 
 from csvr.config import apply_overrides, keys, preset, tiny
 from trainables.csvr_trainable import FAULT_ENV, GlobalSteps
-from trainables.study import SMOKE, StudySpec, base_overrides, check_keys, grid_of, parse_args
+from trainables.study import SMOKE, StudySpec, base_overrides, check_keys, grid_of, main, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = ["sigma_grid", "feature_source", "pretext_correlation", "encoder_layer", "context_loss",
@@ -186,6 +186,14 @@ def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
     for stage in ("pose", "context", "video"):
         assert sorted(r.data.tags[f"csvr.stage.{stage}"] for r in children) == ["computed", "reused"], stage
     assert {r.data.tags["csvr.stage.joint"] for r in children} == {"computed"}  # sigma enters here
+    # the IS classifier does not depend on sigma: trained once for the grid
+    assert sorted(r.data.tags["csvr.stage.is_classifier/synthetic"] for r in children) == ["computed", "reused"]
+    # --plan on this storage finds every stage of the grid done: its keys are the pipeline's
+    main(importlib.import_module("studies.sigma_grid").STUDY,
+         ["--smoke", "--plan", "--storage", str(storage), "--plan-json", str(tmp_path / "plan.json")])
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert {s["status"] for t in plan["trials"] for s in t["stages"]} == {"store"}
+    assert plan["totals"]["stage_epochs_to_compute"] == 0 and "stage store" in plan["epoch_seconds_from"]
 
     # analysis/ turns exactly these runs into the Fig. 3 matrix and figures
     from analysis.figures import write_figures
