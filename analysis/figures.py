@@ -116,7 +116,7 @@ def sigma_heatmap(ctx: FigureContext) -> list[Path]:
     fig, ax = plt.subplots(figsize=(1.5 * len(table.columns) + 3.0, 1.1 * len(table.rows) + 2.0))
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # missing cells grey
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, origin="lower", vmin=chance, vmax=100.0)
-    fig.colorbar(image, ax=ax, label=f"eval/{table.dataset}/top1 (%): chance {chance:.1f} to 100")
+    fig.colorbar(image, ax=ax, label=f"top-1 (%), scale from chance ({chance:.1f}) to 100")
     for i, row in enumerate(table.rows):
         for j, col in enumerate(table.columns):
             cell = table.cell(row, col)
@@ -133,10 +133,10 @@ def sigma_heatmap(ctx: FigureContext) -> list[Path]:
     ax.set_ylabel("loss.sigma_p (σp)")
     size = table.test_sets.get(table.dataset or "")
     videos = f", {size.videos} test videos" if size else ""
-    ax.set_title(f"Fig. 3: {ctx.study}, top-1 on {table.dataset}{videos}\nmean [95 % CI], n seeds" +
+    ax.set_title(f"Fig. 3: {ctx.study}, eval/{table.dataset}/top1{videos}\nmean [95 % CI], n seeds" +
                  ("" if marked else f"; paper's best (σp = σc = 0.75) is on {SIGMA_GRID.paper_dataset}: "
                                     "not marked"), fontsize=9)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.3, 1.0), fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncol=2)
     return save(fig, ctx.path("fig3_sigma_heatmap"))
 
 
