@@ -30,6 +30,10 @@ EVAL_METRIC = re.compile(r"^eval/([^/]+)/")
 # Values that are not MLflow params themselves but are read off one (e.g. the pretraining dataset kind).
 DERIVED_PARAMS = {
     "data.source:kind": lambda params: params["data.source"].split(":", 1)[0] if "data.source" in params else None,
+    # Table I's row: the feature source, marked when it was evaluated at its random initialisation
+    "eval.feature_source:init": lambda params: None if "eval.feature_source" not in params else (
+        params["eval.feature_source"] if str(params.get("eval.pretrained", True)).lower() != "false"
+        else f"{params['eval.feature_source']} (random init)"),
 }
 
 

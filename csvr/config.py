@@ -24,6 +24,7 @@ FeatureSource = Literal["scratch", "f_d", "f_s", "f_i_adain", "f_i_concat", "f_i
 GanUpdate = Literal["osgan", "alternating"]
 Device = Literal["auto", "cpu", "cuda"]
 
+DIRECTIONAL = ("ssv2",)  # datasets with classes defined by a direction: a horizontal flip changes the label
 SIGMA_RANGE = (0.0, 10.0)  # a sigma outside this is almost certainly a typo (the paper searches 0.5-1.25)
 
 
@@ -36,14 +37,15 @@ class DataConfig:
     source: str = "synthetic"  # KIND:PATH (ucf101:/data/UCF101, hmdb51:..., folder:..., synthetic)
     finetune_sources: tuple[str, ...] = ()  # downstream datasets; empty = finetune on `source`
     cache_root: str = ""  # where prepared caches live; "" = $CSVR_HOME/cache
+    cache: str = ""  # a folder `python -m csvr.prepare --cache DIR` wrote for `source`; "" = under cache_root
     cache_size: int = 128  # short side of prepared frames (prepare resizes once, offline)
     split: int = 1  # official split number (UCF101 / HMDB51)
     clip_len: int = 16  # T: frames in the current clip (and the input pose sequence)
     future_len: int = 16  # T': frames in the future clip (and the future pose sequence)
     stride: int = 4  # temporal stride between sampled frames
     size: int = 112  # crop size fed to the networks
-    batch_size: int = 16
     flip: bool = True  # random horizontal flips (p = 0.5); off where classes are defined by direction (SSv2)
+    batch_size: int = 16
     workers: int = 2  # loader worker processes
     max_videos: int = 0  # 0 = all; >0 keeps the first N train/test videos (smoke runs)
 
@@ -82,6 +84,7 @@ class TrainConfig:
     seed: int = 0
     device: Device = "auto"
     gan_update: GanUpdate = "osgan"
+    optimizer: Literal["sgd", "adam"] = "sgd"  # pretraining optimiser; Section IV-B: SGD (adam: betas 0.5, 0.999)
     lr_per_sample: float = 0.0005  # lr = 0.0005 x B
     momentum: float = 0.9
     weight_decay: float = 0.005
@@ -111,6 +114,11 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     feature_source: FeatureSource = "f_i_full"  # Table I
+    protocol: Literal["finetune", "linear", "knn"] = "finetune"  # finetune = the paper's; linear / knn: frozen features
+    pretrained: bool = True  # False: the same feature source, randomly initialised (the frozen-feature baseline)
+    knn_k: int = 10  # neighbours of the cosine k-NN (DINO's weighted vote, temperature knn_temperature)
+    knn_temperature: float = 0.07
+    probe_every: int = 0  # k-NN probe (probe/<dataset>/knn_top1) every N pretraining epochs; 0 = off
     pretrain_epoch: int = 0  # 0 = the last joint epoch; else a kept checkpoint (Table II)
     retrieval_clips: int = 10  # clips per video, sliding window
     retrieval_ks: tuple[int, ...] = (1, 5, 10, 20)
@@ -140,15 +148,21 @@ def paper() -> Config:
 
 
 def tiny() -> Config:
-    """The same model family shrunk so pretrain -> finetune -> evaluate takes about a minute on 2 cores."""
+    """The same model family shrunk to run on 2 CPU cores in a few minutes (README: "The tiny preset").
+
+    What differs from the paper besides size, and why (DESIGN.md, "Making CSVR learn at the tiny size"):
+    Adam (betas 0.5, 0.999) instead of SGD, because SGD at the paper's lr rule diverged or stalled on the
+    video GANs within the few hundred steps a CPU affords; branch pretraining long enough for each branch to
+    beat its trivial baseline; frozen-feature k-NN evaluation (`eval.protocol=knn`), which is cheap and has
+    no finetuning noise; a k-NN probe every 5 pretraining epochs."""
     return Config(
         data=DataConfig(cache_size=64, clip_len=8, future_len=8, stride=2, size=32, batch_size=8, workers=0),
         model=ModelConfig(width=8, feature_dim=32, head_hidden=64, pose_channels=32, pose_noise_dim=8,
                           video_noise_dim=16, gen_channels=32, disc_channels=8),
-        train=TrainConfig(pose_epochs=1, context_epochs=2, video_epochs=1, joint_epochs=3,
-                          lr_per_sample=0.002, log_every=5, checkpoint_epochs=(1, 3)),
+        train=TrainConfig(pose_epochs=30, context_epochs=20, video_epochs=20, joint_epochs=5, optimizer="adam",
+                          lr_per_sample=0.0001, weight_decay=0.0, log_every=8, checkpoint_epochs=(1, 5)),
         finetune=FinetuneConfig(epochs=20, batch_size=8, lr_per_sample=0.005, weight_decay=0.0005),
-        eval=EvalConfig(retrieval_clips=2, test_clips=2),
+        eval=EvalConfig(protocol="knn", retrieval_clips=2, test_clips=2, probe_every=5),
     )
 
 
@@ -256,6 +270,9 @@ def validate(cfg: Config) -> None:
                           "prepare the cache at a larger size or crop smaller")
     if d.batch_size < 2:
         raise ConfigError("data.batch_size must be >= 2: the contrastive loss needs negatives")
+    if d.flip and d.source.split(":", 1)[0].lower() in DIRECTIONAL:
+        raise ConfigError(f"data.flip=true mirrors {d.source.split(':', 1)[0]}'s direction classes (\"left to right\" "
+                          "becomes \"right to left\"); set data.flip=false")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -38,14 +38,15 @@ from csvr.models.csvr import CSVR, build_context, build_pose
 from csvr.models.integration import INTEGRATIONS
 from csvr.models.video_gan import build_video_gan
 from csvr.training import checkpoint as ckpt
-from csvr.training.finetune import Classifier, Pretrained, feature_model, finetune_epochs, make_finetune_optim
+from csvr.training.finetune import (Classifier, IntegratedFeature, MotionFeature, Pretrained, VideoFeature,
+                                    feature_model, finetune_epochs, make_finetune_optim)
 from csvr.training.loop import StageState, make_optimizers, place_model, resolve_device, train_stage
 
 STORE_VERSION = "1"
 _DATA = ("data.source", "data.cache_size", "data.split", "data.clip_len", "data.future_len", "data.stride",
          "data.size", "data.batch_size", "data.max_videos")
 _OPTIM = ("train.seed", "train.lr_per_sample", "train.momentum", "train.weight_decay", "train.steps_per_epoch",
-          "train.amp", "train.gan_update")
+          "train.amp", "train.gan_update", "train.optimizer")
 _POSE = _DATA + _OPTIM + ("model.joints", "model.pose_channels", "model.pose_noise_dim", "loss.pose_l2",
                           "loss.gradient_penalty", "loss.adversarial", "train.pose_epochs")
 _CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim", "model.head_hidden",
@@ -66,6 +67,20 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {"pose": _POSE, "context": _CONTEXT, "v
 NEEDS: dict[str, tuple[str, ...]] = {
     "scratch": (), "f_d": ("pose",), "f_s": ("context",), "f_i_adain": ("pose", "context"),
     "f_i_concat": ("pose", "context"), "f_i_full": ("pose", "context", "video", "joint")}
+
+# What the per-epoch k-NN probe of each pretraining stage reads from the model being trained.
+PROBE_FEATURE: dict[str, Callable[[CSVR, int], torch.nn.Module]] = {
+    "pose": lambda m, c: MotionFeature(m.pose_generator, c),
+    "context": lambda m, c: VideoFeature(m.context.video_net, m.context.video_head, c),
+    "video": lambda m, c: IntegratedFeature(m.context, m.pose_generator, m.integration, c),
+    "joint": lambda m, c: IntegratedFeature(m.context, m.pose_generator, m.integration, c)}
+
+
+def needed_stages(cfg: Config) -> tuple[str, ...]:
+    """The pretraining stages a trial runs: those its feature source reads, none for random features."""
+    return NEEDS[cfg.eval.feature_source] if cfg.eval.pretrained else ()
+
+
 # The parameters each pretraining stage saves (prefixes of CSVR.state_dict keys); video/joint save all.
 SAVES = {"pose": ("pose_generator.encoder.", "pose_generator.decoder.", "pose_discriminator."),
          "context": ("context.",), "video": ("",), "joint": ("",)}
@@ -83,6 +98,49 @@ def stage_key(stage: str, cfg: Config, extra: dict | None = None) -> str:
 # the stage store
 
 
+DONE = "done.json"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary name beside `path`, flush it to disk, then rename it over `path`: a reader
+    (or a crash) sees the old file, the new file or none, never half of one."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _outputs(out: Path) -> dict[str, int]:
+    """{file name: size} of a finished stage's files (model.pt, epoch_N.pt): what done.json vouches for."""
+    return {p.name: p.stat().st_size for p in sorted(out.iterdir())
+            if p.is_file() and p.name != DONE and not p.name.startswith(".")}
+
+
+def _valid_checkpoint(path: Path) -> bool:
+    """torch.save writes a zip: a truncated file has no end-of-archive record."""
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
+def read_done(out: Path) -> dict | None:
+    """done.json of a finished stage, or None when the stage is not (validly) done: no marker, an unreadable
+    one (empty, truncated JSON), or a file it vouches for that is missing or of another size (a truncated
+    model.pt). Markers from before sizes were recorded are checked by opening their checkpoints' zip index."""
+    try:
+        done = json.loads((out / DONE).read_text())
+        files = done.get("files")
+        if files is None:
+            return done if all(_valid_checkpoint(p) for p in out.glob("*.pt")) else None
+        return done if all((out / name).stat().st_size == size for name, size in files.items()) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 @dataclass
 class StageStore:
     root: Path
@@ -91,21 +149,40 @@ class StageStore:
         return Path(self.root) / stage.replace("/", "_") / key
 
     def run(self, stage: str, key: str, compute: Callable[[Path], Iterator[dict]]) -> Iterator[dict]:
-        """Yield `compute(dir)`'s events unless the stage is done; always end with a "stage" event."""
+        """Yield `compute(dir)`'s events unless the stage is done; always end with a "stage" event.
+        A stage whose marker or outputs are unreadable is not done: it is recomputed under the lock."""
         out = self.path(stage, key)
-        if not (out / "done.json").exists():
+        done = read_done(out)
+        if done is None:
             out.mkdir(parents=True, exist_ok=True)
             with FileLock(str(out) + ".lock"):
-                if not (out / "done.json").exists():  # nobody finished it while we waited
+                done = read_done(out)  # somebody may have finished it while we waited
+                if done is None:
+                    _discard_unreadable(out)
                     yield from compute(out)
                     return
-        done = json.loads((out / "done.json").read_text())
         yield {"kind": "stage", "stage": stage, "status": "reused", "seconds": done["seconds"], "key": key,
                "path": str(out)}
 
 
+def _discard_unreadable(out: Path) -> None:
+    """Before (re)computing under the lock: drop an invalid done.json and set aside an unreadable progress.pt,
+    so the stage starts over (from its last epoch when progress.pt is fine) instead of failing on them."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    if (out / DONE).exists():
+        log.warning("stage %s: done.json or its outputs are unreadable; recomputing the stage", out)
+        (out / DONE).unlink()
+    progress = out / "progress.pt"
+    if progress.exists() and not _valid_checkpoint(progress):
+        log.warning("stage %s: progress.pt is unreadable; set aside as .progress.pt.corrupt, starting over", out)
+        progress.replace(out / ".progress.pt.corrupt")
+
+
 def _finish(out: Path, stage: str, key: str, seconds: float) -> dict:
-    (out / "done.json").write_text(json.dumps({"seconds": seconds, "stage": stage, "key": key}))
+    marker = {"seconds": seconds, "stage": stage, "key": key, "files": _outputs(out)}
+    _write_atomic(out / DONE, json.dumps(marker))
     return {"kind": "stage", "stage": stage, "status": "computed", "seconds": seconds, "key": key, "path": str(out)}
 
 
@@ -174,16 +251,17 @@ def prepared(spec: str, cfg: Config) -> Path:
     """The dataset's cache, prepared on first use (checked once per process: a complete cache stays complete).
     Inside a Ray trial (where a study's driver has normally prepared it already) any missing work runs
     in-process: Ray tasks would wait for CPUs the trials hold."""
-    where = cache_dir_for(spec, cfg.data.cache_size, cfg.data.cache_root)  # the memo follows $CSVR_HOME
-    return _prepared(spec, cfg.data.cache_size, cfg.data.cache_root, cfg.data.split, where)
+    explicit = cfg.data.cache if spec == cfg.data.source else ""  # data.cache: prepare --cache DIR wrote it
+    where = Path(explicit) if explicit else cache_dir_for(spec, cfg.data.cache_size, cfg.data.cache_root)
+    return _prepared(spec, cfg.data.cache_size, cfg.data.cache_root, cfg.data.split, where, explicit)
 
 
 @functools.lru_cache(maxsize=None)
-def _prepared(spec: str, cache_size: int, cache_root: str, split: int, where: Path) -> Path:
+def _prepared(spec: str, cache_size: int, cache_root: str, split: int, where: Path, explicit: str) -> Path:
     import ray
 
     inline = 0 if ray.is_initialized() else None
-    return ensure_prepared(spec, cache_size, cache_root, workers=inline, split=split)
+    return ensure_prepared(spec, cache_size, cache_root, workers=inline, split=split, cache=explicit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +325,9 @@ def pretrain_stage(stage: str, cfg: Config, cache: Path, upstream: dict[str, Pat
     batches = train_batches(cache, cfg, cfg.data.batch_size, poses_only=stage == "pose")
     t0 = time.perf_counter()
     for event in train_stage(model, stage, cfg, batches, state, epochs, opt, device):
+        every = cfg.eval.probe_every
+        if event["kind"] == "epoch" and every and (state.epoch % every == 0 or state.epoch == epochs):
+            event.update(probe_metrics(cfg, model, stage, device))
         if event["kind"] == "epoch":
             elapsed = seconds + time.perf_counter() - t0
             ckpt.save(out / "progress.pt", model=model.state_dict(), optim=opt.state_dict(),
@@ -267,7 +348,8 @@ def pretrain_stage(stage: str, cfg: Config, cache: Path, upstream: dict[str, Pat
 def _pretrained(cfg: Config, stages: dict[str, Path], device: torch.device) -> Pretrained:
     def part(stage: str, file: str = "model.pt") -> CSVR:
         model = build_model(cfg)
-        _load_parts(model, stages[stage] / file)
+        if cfg.eval.pretrained:
+            _load_parts(model, stages[stage] / file)
         return model.to(device)
     joint_file = f"epoch_{cfg.eval.pretrain_epoch}.pt" if cfg.eval.pretrain_epoch else "model.pt"
     return Pretrained(pose_generator=lambda: part("pose").pose_generator, context=lambda: part("context").context,
@@ -317,26 +399,60 @@ def load_classifier(cfg: Config, spec: str, stages: dict[str, Path], out: Path, 
     return model
 
 
-def evaluate(cfg: Config, spec: str, classifier: Classifier, stages: dict[str, Path], device: torch.device,
+def evaluate(cfg: Config, spec: str, classifier: Classifier | None, stages: dict[str, Path], device: torch.device,
              artifacts: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """Recognition with the finetuned classifier, retrieval with the pretrained representation."""
+    """Recognition (the finetuned classifier, or `eval.protocol` linear / knn on frozen features) and retrieval,
+    both on the pretrained representation of `eval.feature_source` (mean over `eval.retrieval_clips` clips)."""
     from csvr import reports
 
     cache, kind = prepared(spec, cfg), dataset_kind(spec)
-    test = eval_loader(cache, cfg, "test", cfg.eval.test_clips)
-    probs, labels = E.video_scores(classifier, test, device)
     classes = json.loads((cache / "classes.json").read_text())
-    rec = E.recognition(probs, labels, len(classes))
-    with _seeded(cfg.train.seed, "finetune"):
-        pretrained = feature_model(cfg.eval.feature_source, cfg, _pretrained(cfg, stages, device)).to(device)
+    frozen = frozen_feature(cfg, stages, device)
     clips = cfg.eval.retrieval_clips
-    gallery = E.video_features(pretrained, eval_loader(cache, cfg, "train", clips), device)
-    query = E.video_features(pretrained, eval_loader(cache, cfg, "test", clips), device)
+    gallery = E.video_features(frozen, eval_loader(cache, cfg, "train", clips), device)
+    query = E.video_features(frozen, eval_loader(cache, cfg, "test", clips), device)
+    if classifier is not None:
+        probs, labels = E.video_scores(classifier, eval_loader(cache, cfg, "test", cfg.eval.test_clips), device)
+    else:
+        probs, labels = frozen_scores(cfg, query, gallery, len(classes)), query[1]
+    rec = E.recognition(probs, labels, len(classes))
     ret = E.retrieval(*query, *gallery, cfg.eval.retrieval_ks)
+    groups = E.group_accuracy(rec["per_class"], [c.get("group") for c in classes])
     metrics = {f"eval/{kind}/top1": rec["top1"], f"eval/{kind}/mean_class_acc": rec["mean_class_acc"],
-               **{f"eval/{kind}/{k}": v for k, v in ret.items()}}
+               **{f"eval/{kind}/{k}": v for k, v in ret.items()},
+               **{f"eval/{kind}/group/{g}": v for g, v in groups.items()}}
     files = reports.write_eval_artifacts(artifacts / "eval" / kind, rec, ret, classes, probs, labels)
     return metrics, {f"eval/{kind}/{p.name}": str(p) for p in files}
+
+
+def frozen_feature(cfg: Config, stages: dict[str, Path], device: torch.device) -> torch.nn.Module:
+    """The representation of `eval.feature_source` as pretraining left it (random when not `eval.pretrained`)."""
+    with _seeded(cfg.train.seed, "finetune"):
+        return feature_model(cfg.eval.feature_source, cfg, _pretrained(cfg, stages, device)).to(device)
+
+
+def frozen_scores(cfg: Config, query: tuple[torch.Tensor, torch.Tensor], gallery: tuple[torch.Tensor, torch.Tensor],
+                  classes: int) -> torch.Tensor:
+    """(Q, classes) scores of the frozen-feature protocols: the train split is the k-NN gallery / probe data."""
+    e = cfg.eval
+    if e.protocol == "knn":
+        return E.knn_scores(query[0], gallery[0], gallery[1], classes, e.knn_k, e.knn_temperature)
+    return E.linear_probe(gallery[0], gallery[1], query[0], classes, seed=cfg.train.seed)
+
+
+def probe_metrics(cfg: Config, model: CSVR, stage: str, device: torch.device) -> dict[str, float]:
+    """The per-epoch k-NN probe of a pretraining stage: top-1 of `PROBE_FEATURE[stage]` on the pretraining
+    dataset (train split = gallery, test split = queries, one centred clip per video)."""
+    spec = cfg.data.source
+    cache, kind = prepared(spec, cfg), dataset_kind(spec)
+    classes = len(json.loads((cache / "classes.json").read_text()))
+    feature = PROBE_FEATURE[stage](model, cfg.model.feature_dim)
+    was_training = model.training
+    gallery = E.video_features(feature, eval_loader(cache, cfg, "train", 1), device)
+    query = E.video_features(feature, eval_loader(cache, cfg, "test", 1), device)
+    model.train(was_training)
+    probs = E.knn_scores(query[0], gallery[0], gallery[1], classes, cfg.eval.knn_k, cfg.eval.knn_temperature)
+    return {f"probe/{kind}/knn_top1": float((probs.argmax(1) == query[1]).float().mean())}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +468,7 @@ def run_trial(cfg: Config, workdir: Path, store_root: Path) -> Iterator[dict]:
     cache = prepared(cfg.data.source, cfg)
     stages: dict[str, Path] = {}
     events: list[dict] = []
-    for stage in NEEDS[cfg.eval.feature_source]:
+    for stage in needed_stages(cfg):
         key = stage_key(stage, cfg)
         compute = lambda out, s=stage, k=key: pretrain_stage(s, cfg, cache, stages, out, k, device)  # noqa
         for ev in store.run(stage, key, compute):
@@ -363,12 +479,14 @@ def run_trial(cfg: Config, workdir: Path, store_root: Path) -> Iterator[dict]:
     artifacts = workdir / "artifacts"
     files = {"config.json": str(reports.write_json(artifacts / "config.json", to_dict(cfg)))}
     for spec in cfg.data.finetune_sources or (cfg.data.source,):
-        key = stage_key("joint", cfg, {"finetune": flatten(cfg), "dataset": spec})
-        name = f"finetune/{dataset_kind(spec)}"
-        for ev in store.run(name, key, lambda out, s=spec, k=key: finetune_stage(cfg, s, stages, out, k, device)):
-            events.append(ev)
-            yield ev
-        classifier = load_classifier(cfg, spec, stages, store.path(name, key), device)
+        classifier = None
+        if cfg.eval.protocol == "finetune":
+            key = stage_key("joint", cfg, {"finetune": flatten(cfg), "dataset": spec})
+            name = f"finetune/{dataset_kind(spec)}"
+            for ev in store.run(name, key, lambda out, s=spec, k=key: finetune_stage(cfg, s, stages, out, k, device)):
+                events.append(ev)
+                yield ev
+            classifier = load_classifier(cfg, spec, stages, store.path(name, key), device)
         m, f = evaluate(cfg, spec, classifier, stages, device, artifacts)
         metrics.update(m)
         files.update(f)

@@ -5,6 +5,7 @@ Run: python -m pytest tests/test_models.py -q
 import pytest
 import torch
 
+from csvr import losses as L
 from csvr.config import apply_overrides, paper, tiny
 from csvr.models.backbones import VIDEO_NETS
 from csvr.models.csvr import build_csvr
@@ -63,7 +64,12 @@ def test_generator_and_discriminator_parameters_partition_the_model():
     model = build_csvr(tiny4())
     g = {id(p) for p in model.generator_parameters()}
     d = {id(p) for p in model.discriminator_parameters()}
-    assert g and d and not g & d and g | d == {id(p) for p in model.parameters()}
+    named = dict(model.named_parameters())
+    d_names = {n for n, p in named.items() if id(p) in d}
+    # the discriminators are exactly D_p, D_v^r and D_v^p, by name, and everything else is the generator side
+    assert d_names == {n for n in named if n.startswith(("pose_discriminator.", "reconstructor.discriminator.",
+                                                         "predictor.discriminator."))}
+    assert {n for n, p in named.items() if id(p) in g} == set(named) - d_names
     # the branch stages train only their own parts
     ctx = {id(p) for p in model.context.parameters()}
     assert {id(p) for p in stage_parameters(model, "context")[0]} == ctx and not stage_parameters(model, "context")[1]
@@ -87,17 +93,25 @@ def test_adain_follows_eqs_3_to_5():
     assert torch.allclose(layer(f_d, f_s), expected, atol=1e-5)
 
 
-def test_pose_generator_is_conditional_and_stochastic():
+def test_pose_generator_starts_at_copy_last_and_is_conditional_and_stochastic():
     cfg = tiny4()
     torch.manual_seed(0)
     gen = build_csvr(cfg).pose_generator.eval()
     batch = random_batch(cfg)
+    poses, mask = batch["poses"], batch["pose_mask"]
     z = torch.randn(4, cfg.model.pose_noise_dim)
-    with torch.no_grad():
-        a, _ = gen(batch["poses"], batch["pose_mask"], z)
-        b, _ = gen(batch["poses"], batch["pose_mask"], z)
-        c, _ = gen(batch["poses"], batch["pose_mask"], z + 1)
-    assert torch.equal(a, b) and not torch.allclose(a, c)
+    with torch.no_grad():  # zero offsets at initialisation: exactly the copy-last-pose baseline
+        start, _ = gen(poses, mask, z)
+        assert torch.equal(start, L.copy_last_pose(poses, mask, cfg.data.future_len))
+        torch.nn.init.normal_(gen.decoder.convs[-1].weight, std=0.1)  # as after some training
+        a, _ = gen(poses, mask, z)
+        b, _ = gen(poses, mask, z)
+        c, _ = gen(poses, mask, z + 1)
+        moved = poses.clone()
+        moved[:, :-1] += 0.1  # same last pose, different history
+        d, _ = gen(moved, mask, z)
+    assert torch.equal(a, b) and not torch.allclose(a, c)  # stochastic in z_p
+    assert not torch.allclose(a, d)  # conditional on the whole of P_in, not only on the last pose
 
 
 def test_paper_size_full_forward():

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from csvr.config import Config, apply_overrides, flatten, preset
-from csvr.pipeline import NEEDS, STAGE_KEYS, StageStore, dataset_kind, stage_key
+from csvr.pipeline import STAGE_KEYS, StageStore, dataset_kind, needed_stages, stage_key
 
 KNOWN_TRAIN_VIDEOS = {"ucf101": 9537, "hmdb51": 3570}  # official split 1 train lists, when no cache is prepared
 PAPER_CELLS = {  # Table I f_i_full, III layer 6, IV MI-InfoNCE, V both and Fig. 3 (0.75, 0.75): one pretraining
@@ -68,7 +68,7 @@ def trial_stages(cfg: Config, sampled: Iterable[str] = (), sample: str = "") -> 
         return f"sampled:{sample}:{stage}" if sampled & set(reads) else value
 
     t, out = cfg.train, []
-    needs = NEEDS[cfg.eval.feature_source]
+    needs = needed_stages(cfg)
     for stage in needs:
         out.append(PlannedStage(stage, key(stage, STAGE_KEYS[stage], stage_key(stage, cfg)),
                                 getattr(t, f"{stage}_epochs"), stage))

@@ -69,6 +69,10 @@ class PoseDecoder(nn.Module):
             nn.Conv1d(channels, channels, 3, 1, 1), nn.BatchNorm1d(channels), nn.LeakyReLU(0.2),
             nn.Conv1d(channels, 2 * joints, 3, 1, 1),
         )
+        # Zero offsets at initialisation: G_p starts as the copy-last-pose baseline and learns the motion
+        # from there (a random first layer would start it far worse than that baseline).
+        nn.init.zeros_(self.convs[-1].weight)
+        nn.init.zeros_(self.convs[-1].bias)
 
     def forward(self, code: Tensor, z: Tensor, last_pose: Tensor) -> Tensor:
         h = self.fc(torch.cat([code.flatten(1), z], dim=1)).view(len(z), -1, self.future_len)

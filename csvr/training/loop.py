@@ -63,12 +63,16 @@ def stage_parameters(model: CSVR, stage: str) -> tuple[list[nn.Parameter], list[
 
 
 def make_optimizers(model: CSVR, stage: str, cfg: Config) -> Optimizers:
-    """SGD, lr = lr_per_sample x B, momentum 0.9, weight decay 0.005 (Section IV-B), one per side."""
+    """SGD, lr = lr_per_sample x B, momentum 0.9, weight decay 0.005 (Section IV-B), one per side;
+    `train.optimizer=adam` swaps in Adam (betas 0.5, 0.999, the usual GAN setting) at the same lr rule."""
     t, lr = cfg.train, cfg.train.lr_per_sample * cfg.data.batch_size
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
-    sgd = lambda ps: torch.optim.SGD(ps, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay, **fused)  # noqa
+    if t.optimizer == "adam":
+        make = lambda ps: torch.optim.Adam(ps, lr=lr, betas=(0.5, 0.999), weight_decay=t.weight_decay, **fused)  # noqa
+    else:
+        make = lambda ps: torch.optim.SGD(ps, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay, **fused)  # noqa
     g, d = stage_parameters(model, stage)
-    return Optimizers(sgd(g), sgd(d) if d else None)
+    return Optimizers(make(g), make(d) if d else None)
 
 
 def set_train_mode(model: CSVR, stage: str) -> None:
