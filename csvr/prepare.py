@@ -8,9 +8,15 @@ One Ray task per video (payload: the entry and paths, never arrays):
   2. re-encode it to videos/<key>.mp4 at short side --size with a fixed GOP of 12, no B-frames (CoViAR);
   3. read the key-frame indices back (they must be 0, 12, 24, ...);
   4. run MediaPipe Pose on the original frames (decoded at short side <= 256) -> poses/<key>.npz;
-  5. write done/<key>.json (the manifest row) last, so a finished video is never redone.
+  5. write done/<key>.json (the manifest row, with the source's size and mtime) last, so a finished video
+     is never redone unless its source file changed.
 Every file is written to a temporary name and renamed, so an interrupted run resumes where it stopped.
 Then manifest.parquet and classes.json are written and a summary (ok / error / missing) is printed.
+
+`status=error` means the video itself is bad (the decoder's message). A lost worker or node (Ray's
+WorkerCrashedError, NodeDiedError, LocalRayletDiedError, ...) is retried (MAX_RETRIES) and never recorded
+as the video's error; if videos stay unprepared for such a reason, no manifest is written and the command
+exits 3 saying how to resume. Every output path stays inside the cache (a key with `..` is refused).
 
 `--address auto` joins a running cluster (`ray start --head`); by default a local Ray with --workers CPUs
 runs; `--workers 0` processes the videos in this process without Ray (debugging). Inside a process where
@@ -34,12 +40,19 @@ from csvr.data.layouts import DatasetIndex, LayoutError, VideoEntry, read_datase
 
 POSE_SHORT_SIDE = 256  # MediaPipe runs on the originals, decoded no larger than this (speed)
 MANIFEST_COLUMNS = ["key", "video", "label", "class_name", "split", "status", "error", "frames", "fps",
-                    "width", "height", "iframes", "pose_detect_rate"]
-RESULT_COLUMNS = ["status", "error", "frames", "fps", "width", "height", "iframes", "pose_detect_rate"]
+                    "width", "height", "iframes", "pose_detect_rate", "source_size", "source_mtime_ns"]
+RESULT_COLUMNS = ["status", "error", "frames", "fps", "width", "height", "iframes", "pose_detect_rate",
+                  "source_size", "source_mtime_ns"]
+MAX_RETRIES = 3  # Ray re-runs a video's task this often when its worker or node dies
+FAULT_ENV = "CSVR_PREPARE_FAULT"  # test hook: '{"dir": D, "kills": {KEY: N}}' kills KEY's worker N times
 
 
 class PrepareError(RuntimeError):
     """prepare cannot run at all (no Ray cluster at --address, ...); the message says what to do."""
+
+
+class PrepareIncomplete(PrepareError):
+    """Some videos were not prepared because workers or nodes were lost (not because the videos are bad)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,10 @@ class Outputs:
 
     @staticmethod
     def of(cache: Path, key: str) -> "Outputs":
+        norm = os.path.normpath(key)
+        if os.path.isabs(key) or norm == ".." or norm.startswith(".." + os.sep) or norm != key:
+            raise PrepareError(f"video key {key!r} would write outside the cache {cache}; keys are paths "
+                               "relative to the dataset folder, without '..'")
         return Outputs(cache / "videos" / f"{key}.mp4", cache / "poses" / f"{key}.npz",
                        cache / "done" / f"{key}.json")
 
@@ -117,24 +134,44 @@ def _process(entry: VideoEntry, cache: Path, size: int) -> dict:
                 height=cached["height"], iframes=iframes.tolist(), pose_detect_rate=float(detected.mean()))
 
 
+def source_stat(path: Path) -> dict:
+    """What identifies the source file's content cheaply: a replaced or edited video changes one of them."""
+    st = Path(path).stat()
+    return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
 def _row(entry: VideoEntry, **result) -> dict:
     return {"key": entry.key, "video": str(entry.path), "label": entry.label, "class_name": entry.class_name,
             "split": entry.split, **result}
 
 
-def _error_row(entry: VideoEntry, message: str) -> dict:
+def _error_row(entry: VideoEntry, message: str, stat: dict) -> dict:
     return _row(entry, status="error", error=message, frames=0, fps=float("nan"), width=0, height=0,
-                iframes=[], pose_detect_rate=float("nan"))
+                iframes=[], pose_detect_rate=float("nan"), **stat)
+
+
+def _maybe_fault(key: str) -> None:
+    """Test hook (FAULT_ENV): die like a crashed worker on the first `kills[key]` attempts at video `key`."""
+    spec = json.loads(os.environ.get(FAULT_ENV) or "{}")
+    times = spec.get("kills", {}).get(key, 0)
+    marks = Path(spec.get("dir", ".")) / key.replace("/", "__")
+    if times and (not marks.is_dir() or len(list(marks.iterdir())) < times):
+        marks.mkdir(parents=True, exist_ok=True)
+        (marks / f"{os.getpid()}-{time.monotonic_ns()}").touch()
+        os._exit(1)
 
 
 def process_video(entry: VideoEntry, cache: str, size: int) -> dict:
     """Prepare one video; return its manifest row (status=error with the message instead of raising)."""
     out = Outputs.of(Path(cache), entry.key)
+    _maybe_fault(entry.key)
+    stat = {"source_size": -1, "source_mtime_ns": -1}
     try:
-        row = _process(entry, Path(cache), size)
+        stat = source_stat(entry.path)  # before reading: a change during the run is caught next time
+        row = {**_process(entry, Path(cache), size), **stat}
     except Exception as err:  # a broken video must not stop the run
         message = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
-        return _error_row(entry, message)
+        return _error_row(entry, message, stat)
     tmp = _tmp(out.done)
     tmp.write_text(json.dumps(row))
     os.replace(tmp, out.done)
@@ -184,24 +221,35 @@ def _init_ray(workers: int | None, address: str | None) -> bool:
     return True
 
 
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+
+
 def _run_ray(todo: list[VideoEntry], cache: Path, size: int, workers: int | None,
-             address: str | None, progress: Progress) -> list[dict]:
+             address: str | None, progress: Progress) -> tuple[list[dict], dict[str, str]]:
+    """(rows, {key: why it is unprepared}). process_video turns every error of the video itself into a row,
+    so whatever `ray.get` raises is the infrastructure's (a lost worker, node or raylet, a cancellation)."""
     import ray
 
     started = _init_ray(workers, address)
+    rows: list[dict] = []
+    lost: dict[str, str] = {}
     try:
-        task = ray.remote(num_cpus=1, max_retries=1)(process_video)
+        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(process_video)
         pending = {task.remote(entry, str(cache), size): entry for entry in todo}
-        rows = []
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            try:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+            except Exception as err:  # Ray itself is gone: nothing pending can finish
+                lost.update({e.key: _first_line(err) for e in pending.values()})
+                break
             entry = pending.pop(ready[0])
             try:
                 rows.append(ray.get(ready[0]))
-            except Exception as err:  # the worker died (a decoder crash): record it, go on
-                rows.append(_error_row(entry, f"worker failed: {type(err).__name__}: {err}"))
+            except Exception as err:
+                lost[entry.key] = _first_line(err)
             progress.update()
-        return rows
+        return rows, lost
     finally:
         if started:
             ray.shutdown()
@@ -216,12 +264,24 @@ def _run_inline(todo: list[VideoEntry], cache: Path, size: int, progress: Progre
 
 
 def _finished_row(entry: VideoEntry, cache: Path) -> dict | None:
-    """The stored row of a finished video, with label/split refreshed from the current index."""
+    """The stored row of a finished video (label/split refreshed from the current index), or None when it
+    must be prepared (again): outputs missing, done.json unreadable, or the source changed since."""
     out = Outputs.of(cache, entry.key)
     if not out.complete():
         return None
-    stored = json.loads(out.done.read_text())
-    return _row(entry, **{c: stored[c] for c in RESULT_COLUMNS})
+    try:
+        stored = json.loads(out.done.read_text())
+        result = {c: stored[c] for c in RESULT_COLUMNS if c in stored}
+        now = source_stat(entry.path)
+    except (OSError, ValueError, TypeError):
+        return None
+    if "source_size" not in result:  # written before sizes were recorded: changed if newer than done.json
+        if now["source_mtime_ns"] > out.done.stat().st_mtime_ns:
+            return None
+        result.update(now)
+    if (result["source_size"], result["source_mtime_ns"]) != (now["source_size"], now["source_mtime_ns"]):
+        return None
+    return _row(entry, **{c: result[c] for c in RESULT_COLUMNS})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +315,14 @@ def summary(df: pd.DataFrame, missing: list[str]) -> str:
     return "\n".join(lines)
 
 
+def incomplete_message(lost: dict[str, str], done: int, cache: Path) -> str:
+    reasons = sorted(set(lost.values()))
+    shown = ", ".join(list(lost)[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+    return (f"{len(lost)} video(s) not prepared because Ray workers or nodes were lost ({'; '.join(reasons[:3])}), "
+            f"not because the videos are bad: {shown}. {done} other video(s) were prepared and are kept. "
+            f"No manifest was written to {cache}: rerun the same command to resume (finished videos are not redone)")
+
+
 def prepare(index: DatasetIndex, cache: Path, size: int = 128, workers: int | None = None,
             address: str | None = None) -> pd.DataFrame:
     """Prepare every video of `index` into `cache`; return the manifest.
@@ -266,12 +334,13 @@ def prepare(index: DatasetIndex, cache: Path, size: int = 128, workers: int | No
     finished = {e.key: row for e in index.entries if (row := _finished_row(e, cache)) is not None}
     todo = [e for e in index.entries if e.key not in finished]
     progress = Progress(len(todo), len(finished))
+    new, lost = [], {}
     if todo and workers == 0:
         new = _run_inline(todo, cache, size, progress)
     elif todo:
-        new = _run_ray(todo, cache, size, workers, address, progress)
-    else:
-        new = []
+        new, lost = _run_ray(todo, cache, size, workers, address, progress)
+    if lost:
+        raise PrepareIncomplete(incomplete_message(lost, len(new), cache))
     rows = {**finished, **{row["key"]: row for row in new}}
     df = write_manifest([rows[e.key] for e in index.entries], cache)
     write_classes(index, cache)
@@ -296,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         cache = Path(args.cache) if args.cache else cache_dir_for(args.data, args.size)
         print(f"prepare: {len(index.entries)} videos of {args.data} -> {cache}", file=sys.stderr)
         df = prepare(index, cache, args.size, args.workers, args.address)
+    except PrepareIncomplete as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     except (LayoutError, PrepareError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

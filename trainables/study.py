@@ -23,7 +23,9 @@ import itertools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from csvr.cli import SMOKE as CLI_SMOKE
-from csvr.cli import bad_input
+from csvr.cli import bad_input, fail
 from csvr.cluster import NoClusterError, join_cluster
 from csvr.config import Config, ConfigError, apply_overrides, keys, parse_overrides, preset
 from csvr.data.layouts import read_dataset
@@ -80,7 +82,11 @@ def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Names
     p.add_argument("--seeds", type=int, default=1, help="train.seed takes 0..N-1 (a study dimension)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="fractions allowed; default 1 if GPUs else 0")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial (default 1)")
-    p.add_argument("--resume", action="store_true", help="continue this study's last run (Tuner.restore)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                   help="continue an earlier run (Tuner.restore): RUN = its folder name under --storage/<study> "
+                        "or its MLflow parent run id; without RUN the latest")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="a cache `python -m csvr.prepare --cache DIR` wrote for --data (sets data.cache)")
     p.add_argument("--smoke", action="store_true", help="tiny preset, 1 epoch of 2 steps per stage, small grid "
                    "(the same overrides as `python -m csvr.train --smoke`)")
     p.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output (tables, checkpoint "
@@ -129,6 +135,8 @@ def base_overrides(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:
         out.update(SMOKE)
         out.update(spec.smoke_base)
     out["data.source"] = args.data
+    if getattr(args, "cache", None):
+        out["data.cache"] = args.cache
     if args.finetune_data:
         out["data.finetune_sources"] = tuple(args.finetune_data)
     sets = parse_overrides(args.set)
@@ -150,6 +158,10 @@ def check_data(cfg: Config) -> None:
     the driver must see the datasets at the same path as the nodes (like the storage)."""
     for source in dict.fromkeys([cfg.data.source, *cfg.data.finetune_sources]):
         read_dataset(source, cfg.data.split)
+    if cfg.data.cache:  # --cache DIR must hold a prepared cache (CacheError otherwise)
+        from csvr.data.sources import explicit_cache
+
+        explicit_cache(cfg.data.source, cfg.data.cache, cfg.data.cache_size)
 
 
 def check_keys(spec: StudySpec) -> None:
@@ -216,6 +228,20 @@ def default_gpus() -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
+def check_trial_fits(cpus: float, gpus: float) -> None:
+    """A trial that asks for more CPUs or GPUs than any one node has would wait PENDING forever (Tune warns
+    every 60 s): refuse it now, before Tune starts, in one line (exit 2)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    if any(r.get("CPU", 0.0) >= cpus and r.get("GPU", 0.0) >= gpus for r in nodes):
+        return
+    largest = max(nodes, key=lambda r: (r.get("GPU", 0.0), r.get("CPU", 0.0)), default={})
+    fail(f"a trial asks for {cpus:g} CPU(s) and {gpus:g} GPU(s) (--cpus-per-trial, --gpus-per-trial) but no node "
+         f"of the Ray cluster has that much (largest: {largest.get('CPU', 0.0):g} CPUs, {largest.get('GPU', 0.0):g} "
+         "GPUs); lower them, or start a node that size first (an autoscaling cluster: min_workers of its type)")
+
+
 # ---------------------------------------------------------------------------------------------
 # the study's run: folders, MLflow parent, Tune
 
@@ -256,15 +282,37 @@ def new_run(spec: StudySpec, args: argparse.Namespace, storage: Path, uri: str, 
 
 
 def last_run(spec: StudySpec, storage: Path, args: argparse.Namespace) -> StudyRun:
-    latest = storage / spec.name / "latest"
-    if not latest.is_file():
-        raise SystemExit(f"--resume: no earlier run of {spec.name} under {storage}; run without --resume")
-    run_dir = storage / spec.name / latest.read_text().strip()
+    """The run --resume continues: --resume RUN names it (folder name or MLflow parent run id), else the latest."""
+    folder = storage / spec.name
+    if args.resume is True:
+        latest = folder / "latest"
+        if not latest.is_file():
+            raise SystemExit(f"--resume: no earlier run of {spec.name} under {storage}; run without --resume")
+        run_dir = folder / latest.read_text().strip()
+    else:
+        run_dir = find_run(folder, str(args.resume))
     state = json.loads((run_dir / "study.json").read_text())
     if state["search"] != args.search:
-        raise SystemExit(f"--resume: the last run used --search {state['search']}, not {args.search}")
+        raise SystemExit(f"--resume: run {run_dir.name} used --search {state['search']}, not {args.search}")
     print(f"Resuming {run_dir} (its config overrides and MLflow parent run {state['parent_run_id']} are kept)")
     return StudyRun(run_dir, state)
+
+
+def find_run(folder: Path, wanted: str) -> Path:
+    """The run folder under <storage>/<study> named `wanted`, or whose MLflow parent run id is `wanted`."""
+    runs = sorted(p.parent for p in folder.glob("*/study.json"))
+    for run_dir in runs:
+        if run_dir.name == wanted or json.loads((run_dir / "study.json").read_text())["parent_run_id"] == wanted:
+            return run_dir
+    names = ", ".join(r.name for r in runs[-5:]) or "none"
+    raise SystemExit(f"--resume {wanted}: no run of that name or MLflow run id under {folder} (latest runs: "
+                     f"{names}); pass a run folder name, its MLflow parent run id, or --resume alone for the latest")
+
+
+def resume_command(spec: StudySpec, run: "StudyRun") -> str:
+    search = run.state["search"]
+    return (f"python studies/{spec.name}.py --resume {run.dir.name} --storage {run.dir.parents[1]}"
+            + (f" --search {search}" if search != "grid" else ""))
 
 
 def preset_name(args: argparse.Namespace) -> str:
@@ -383,17 +431,28 @@ def close_dead_trials(client, parent_run_id: str, experiment_id: str) -> int:
     return len(runs)
 
 
-def summarize(results, target: str, spec: StudySpec) -> tuple[str, dict[str, float], dict[str, str]]:
-    """(printable summary, parent-run metrics, parent-run tags) from Tune's ResultGrid."""
+def ended(metrics: Mapping[str, Any], error) -> bool:
+    """The trial reached its end: its final result (compute_seconds) or an error / a diverged loss."""
+    return error is not None or bool(metrics.get("trial_failed")) or "compute_seconds" in metrics
+
+
+def summarize(results, target: str, spec: StudySpec, total: int | None = None,
+              interrupted: bool = False) -> tuple[str, dict[str, float], dict[str, str]]:
+    """(printable summary, parent-run metrics, parent-run tags) from Tune's ResultGrid. After an interrupt
+    (Ctrl-C) Tune reports the trials it stopped as TERMINATED: only trials that ended count as finished."""
     rows = [(r.config, r.metrics or {}, r.error) for r in results]
     finished = [(c, m) for c, m, e in rows if e is None and math.isfinite(m.get(target, math.nan))]
     compute = sum(m.get("compute_seconds", 0.0) for _, m, _ in rows)
     saved = sum(m.get("saved_seconds", 0.0) for _, m, _ in rows)
     errors = sum(e is not None or bool(m.get("trial_failed")) for _, m, e in rows)  # trial_failed: not retried
-    counts = {"TERMINATED": len(rows) - errors, "ERROR": errors}
+    planned = max(total or 0, len(rows))
+    unfinished = (sum(not ended(m, e) for _, m, e in rows) + planned - len(rows)) if interrupted else 0
+    counts = {"TERMINATED": planned - errors - unfinished, "ERROR": errors}
     metrics = {"study/trials_terminated": counts["TERMINATED"], "study/trials_error": counts["ERROR"],
-               "study/compute_seconds": compute, "study/saved_seconds": saved}
+               "study/trials_unfinished": unfinished, "study/compute_seconds": compute, "study/saved_seconds": saved}
     tags, lines = {}, [f"Study {spec.name} ({spec.title}): trials {counts}"]
+    if unfinished:
+        lines.append(f"interrupted: {planned - unfinished} of {planned} finished ({unfinished} unfinished)")
     if finished:
         best_cfg, best = max(finished, key=lambda cm: cm[1][target])
         shown = {k: v for k, v in best_cfg.items() if not k.startswith("_")}
@@ -408,12 +467,45 @@ def summarize(results, target: str, spec: StudySpec) -> tuple[str, dict[str, flo
     return "\n".join(lines), metrics, tags
 
 
-def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path) -> str:
+def close_dead_trials_or_warn(client, state: dict) -> int:
+    """close_dead_trials, but MLflow being down at the very end is a warning: the trials are done, and the
+    next --resume closes those runs."""
+    try:
+        return close_dead_trials(client, state["parent_run_id"], state["experiment_id"])
+    except Exception as err:  # noqa: BLE001 - MlflowUnavailable, a server error: the results are safe
+        print(f"warning: could not close the runs of lost trials in MLflow ({type(err).__name__}: "
+              f"{str(err).splitlines()[0][:200] if str(err) else ''}); they stay RUNNING until a --resume",
+              file=sys.stderr, flush=True)
+        return 0
+
+
+def tune_was_interrupted(before) -> bool:
+    """Tune swaps in its own SIGINT handler for fit() and puts the previous one back only when a SIGINT
+    (Ctrl-C) or SIGUSR1 arrives: the previous handler back in place after fit() means it was interrupted."""
+    if os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") != "0" or threading.current_thread() is not threading.main_thread():
+        return False
+    return signal.getsignal(signal.SIGINT) is before
+
+
+def mark_killed(spec: StudySpec, run: StudyRun, reason: str) -> None:
+    """The driver is going down with trials unfinished: the parent run says so (KILLED + how to resume)."""
+    try:
+        client = tracking.client(run.state["mlflow_uri"])
+        tracking.retry(client.set_tag, run.state["parent_run_id"], "csvr.resume",
+                       f"{reason}; resume with: {resume_command(spec, run)}", seconds=10)
+        tracking.retry(client.set_terminated, run.state["parent_run_id"], "KILLED", seconds=10)
+    except Exception as err:  # noqa: BLE001 - already failing; say it and let the original error through
+        print(f"warning: could not mark the study's MLflow run KILLED ({type(err).__name__})", file=sys.stderr)
+
+
+def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path, total: int | None = None,
+               interrupted: bool = False) -> str:
     s = run.state
     client = tracking.client(s["mlflow_uri"])
-    pruned = mark_pruned(client, results, run.dir)  # before close_dead_trials: pruned is not failed
-    closed = close_dead_trials(client, s["parent_run_id"], s["experiment_id"])
-    text, metrics, tags = summarize(results, target, spec)
+    # after an interrupt, stopped trials look like pruned ones (no final result): only mark real prunings
+    pruned = 0 if interrupted else mark_pruned(client, results, run.dir)  # before close_dead_trials
+    closed = close_dead_trials_or_warn(client, s)
+    text, metrics, tags = summarize(results, target, spec, total, interrupted)
     if pruned:
         text += f"\n{pruned} trial(s) stopped early by the scheduler (MLflow: KILLED, tag csvr.pruned=true)."
     if closed:
@@ -422,8 +514,12 @@ def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path) 
              f"\nTable:      python -m analysis.tables {spec.name} --mlflow-uri {s['mlflow_uri']}"
              f"\nResume:     python studies/{spec.name}.py --resume --storage {run.dir.parents[1]} "
              f"(+ the same --search; the run keeps its config and MLflow parent)")
+    status = ""
+    if metrics["study/trials_unfinished"]:
+        status, tags = "KILLED", {**tags, "csvr.resume": f"interrupted; resume with: {resume_command(spec, run)}"}
+        text += f"\nInterrupted: resume with {resume_command(spec, run)}"
     tags = {**tags, NOTE_TAG: f"{describe(spec)}\n\n```\n{text}\n```\n\n{publish_results(spec, run, client)}"}
-    tracking.finish_parent(client, s["parent_run_id"], metrics, tags, text)
+    tracking.finish_parent(client, s["parent_run_id"], metrics, tags, text, status=status)
     return text
 
 
@@ -454,7 +550,8 @@ def prepare_datasets(cfg) -> None:
     from csvr.data.sources import ensure_prepared
 
     for spec in dict.fromkeys((cfg.data.source, *cfg.data.finetune_sources)):
-        ensure_prepared(spec, cfg.data.cache_size, cfg.data.cache_root, split=cfg.data.split)
+        explicit = cfg.data.cache if spec == cfg.data.source else ""  # --cache DIR: use it as it is
+        ensure_prepared(spec, cfg.data.cache_size, cfg.data.cache_root, split=cfg.data.split, cache=explicit)
 
 
 def main(spec: StudySpec, argv: list[str] | None = None) -> None:
@@ -477,6 +574,10 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
         return
     storage.mkdir(parents=True, exist_ok=True)
     resumed = last_run(spec, storage, args) if args.resume else None
+    try:  # before Ray starts: an MLflow server that does not answer is one line, not a traceback after 90 s
+        tracking.check_reachable(resumed.state["mlflow_uri"] if resumed else uri)
+    except tracking.MlflowUnavailable as err:
+        fail(str(err))
     total = args.num_samples if args.search != "grid" else math.prod(map(len, grid.values()))
     with Capture(storage / spec.name / f".console-{os.getpid()}.log", verbose=args.verbose) as console:
         console.say(f"Study {spec.name} ({spec.title}): {total} trials" +
@@ -484,6 +585,7 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
                     f", preset {preset_name(args)}, data {args.data}")
         connect_ray(args.address)
         check_storage_shared(storage)
+        check_trial_fits(args.cpus_per_trial, args.gpus_per_trial if args.gpus_per_trial is not None else default_gpus())
         run = resumed or new_run(spec, args, storage, uri, base)
         console.move_to(run.dir / "console.log")
         console.say(f"Run folder {run.dir} (Ray/Tune output: console.log there; --verbose shows it here)\n"
@@ -499,8 +601,16 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
             tracking.reopen(tracking.client(run.state["mlflow_uri"]), run.state["parent_run_id"])
         events = trial_events(spec, ctx, target, total, console.say)
         tuner = build_tuner(spec, args, run, ctx, target, grid, args.resume, events)
-        results = tuner.fit()
-        console.say(report_end(spec, run, results, target, cwd))
+        before = signal.getsignal(signal.SIGINT)
+        try:
+            results = tuner.fit()
+        except BaseException as err:  # Ctrl-C twice, a Tune error: the parent must not stay RUNNING
+            mark_killed(spec, run, f"the driver stopped ({type(err).__name__})")
+            raise
+        interrupted = tune_was_interrupted(before)
+        console.say(report_end(spec, run, results, target, cwd, total, interrupted))
         import ray
 
         ray.shutdown()  # still inside the capture: Ray's last forwarded worker lines land in the log
+    if interrupted:
+        raise SystemExit(130)  # Ctrl-C: not a finished study (see the summary's "interrupted:" line)

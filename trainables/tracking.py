@@ -106,19 +106,70 @@ def transient(err: BaseException) -> bool:
     return any(marker in text for marker in TRANSIENT)
 
 
+# Two processes creating a fresh sqlite store's schema at once race (one sees the other's half-made schema):
+# a lock file beside the database serialises it; a process that does not take the lock (an older version,
+# `mlflow ui`) can still race, so these errors are retried too.
+SCHEMA_RACE = ("already exists", "duplicate column", "unique constraint failed", "no such table",
+               "database is locked")
+
+
 def client(uri: str) -> MlflowClient:
     """An MlflowClient whose HTTP calls give up after a few seconds (MLflow's own retries take ~4 min per
-    call), so that `retry` bounds the wait; variables set in the environment win."""
+    call), so that `retry` bounds the wait; variables set in the environment win. Building the client builds
+    the store (a sqlite store creates its schema then): that happens inside the retry, with the schema race
+    of two fresh clients retried too."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    return MlflowClient(uri)
+    return retry(_ready_client, uri)
+
+
+def _ready_client(uri: str) -> MlflowClient:
+    try:
+        if not uri.startswith("sqlite:///"):
+            return MlflowClient(uri)
+        from filelock import FileLock
+
+        with FileLock(uri[len("sqlite:///"):] + ".lock"):  # one process at a time creates or migrates the schema
+            made = MlflowClient(uri)
+            made.search_experiments(max_results=1)  # builds the store and its schema now
+        return made
+    except Exception as err:  # sqlalchemy/alembic errors of the schema race: retried by `retry`
+        if any(marker in str(err).lower() for marker in SCHEMA_RACE):
+            raise MlflowException(f"store not ready (database is locked by a concurrent schema creation): "
+                                  f"{str(err).splitlines()[0][:200]}") from err
+        raise
+
+
+def check_reachable(uri: str, seconds: float = 10.0) -> None:
+    """Fail in seconds, with one line, when an MLflow server at an http(s) URI does not answer (a study
+    would otherwise start Ray first and fail in its first MLflow call, after the retries)."""
+    import requests
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    deadline, last = time.monotonic() + seconds, ""
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{uri.rstrip('/')}/health", timeout=3).status_code == 200:
+                return
+            last = "GET /health did not return 200"
+        except RequestException as err:
+            last = type(err).__name__
+        time.sleep(1.0)
+    raise MlflowUnavailable(f"--mlflow-uri {uri}: no MLflow server answers ({last}, {seconds:.0f} s); start it "
+                            "(`mlflow server`, docker compose up mlflow) or fix the address")
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     found = retry(client.get_experiment_by_name, name)
     if found is not None:
         return found.experiment_id
-    return retry(client.create_experiment, name, artifact_location=artifact_location(uri, name))
+    try:
+        return retry(client.create_experiment, name, artifact_location=artifact_location(uri, name))
+    except MlflowException as err:  # another study created it a moment ago
+        if "already exists" not in str(err).lower():
+            raise
+        return retry(client.get_experiment_by_name, name).experiment_id
 
 
 def start_parent(client: MlflowClient, experiment_id: str, study: str, search: str, run_name: str,
@@ -133,12 +184,14 @@ def reopen(client: MlflowClient, run_id: str) -> None:
 
 
 def finish_parent(client: MlflowClient, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str],
-                  summary: str, failed: bool = False) -> None:
+                  summary: str, failed: bool = False, status: str = "") -> None:
+    """Log the study's summary and end its parent run: FINISHED, FAILED, or `status` (KILLED when trials are
+    left unfinished; the caller tags csvr.resume with the command that continues it)."""
     now = int(time.time() * 1000)
     retry(client.log_batch, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
           tags=[RunTag(k, str(v)[:MAX_TAG]) for k, v in tags.items()])
     log_text(client, run_id, summary, "summary.txt")
-    retry(client.set_terminated, run_id, "FAILED" if failed else "FINISHED")
+    retry(client.set_terminated, run_id, status or ("FAILED" if failed else "FINISHED"))
 
 
 def log_text(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:

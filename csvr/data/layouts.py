@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -66,6 +67,17 @@ def _fail(kind: str, problem: str) -> LayoutError:
 
 def _key(path: Path, root: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix()
+
+
+def _inside(root: Path, rel: str, where: str, kind: str) -> Path:
+    """root/rel, refused unless it stays inside `root` (no absolute path, no `..` out of it); `where` is
+    "file:line" for the message. The check is lexical: symlinks the dataset's owner placed in the tree
+    are followed as usual, but a split line cannot point the reader (or prepare's writer) elsewhere."""
+    norm = os.path.normpath(rel)
+    if os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep):
+        raise LayoutError(f"{where}: {kind} path {rel!r} leaves the dataset folder {root}; "
+                          "list paths relative to it, without '..'")
+    return root / norm
 
 
 def _read_lines(path: Path, kind: str) -> list[tuple[int, str]]:
@@ -118,12 +130,15 @@ def _ucf_classes(lists: Path) -> list[str]:
             raise _fail("ucf101", f"{lists / 'classInd.txt'}:{n}: bad line {line!r} "
                                   f"(expected '{len(classes) + 1} ClassName')")
         classes.append(parts[1])
+    if not classes:
+        raise _fail("ucf101", f"{lists / 'classInd.txt'}: no classes (expected lines '1 ClassName')")
     return classes
 
 
-def _find_video(videos: Path, rel: str) -> Path | None:
+def _find_video(videos: Path, rel: str, where: str) -> Path | None:
     """The listed file, or a case-insensitive match (UCF101 lists 'HandstandPushups/v_HandStandPushups')."""
-    path = videos / rel
+    path = _inside(videos, rel, where, "ucf101")
+    rel = path.relative_to(videos).as_posix()
     if path.is_file():
         return path
     folder = next((d for d in videos.iterdir() if d.name.lower() == Path(rel).parent.name.lower()), None)
@@ -143,7 +158,7 @@ def _ucf_list(path: Path, videos: Path, classes: list[str], labelled: bool) -> l
             raise _fail("ucf101", f"{path}:{n}: bad line {line!r} (expected {form})")
         if cls.lower() not in lower or (labelled and int(parts[1]) != lower.index(cls.lower()) + 1):
             raise _fail("ucf101", f"{path}:{n}: unknown class or label in {line!r} (see classInd.txt)")
-        video = _find_video(videos, rel)
+        video = _find_video(videos, rel, f"{path}:{n}")
         if video is None:
             raise _fail("ucf101", f"{path}:{n}: missing file {videos / rel}")
         out.append((video, lower.index(cls.lower())))
@@ -194,7 +209,7 @@ def read_hmdb51(path: Path | None, split: int = 1) -> DatasetIndex:
             if len(parts) != 2 or parts[1] not in HMDB_IDS:
                 raise _fail("hmdb51", f"{split_files[name]}:{n}: bad line {line!r} "
                                       "(expected '<name>.avi <0|1|2>')")
-            video = videos / name / parts[0]
+            video = _inside(videos, f"{name}/{parts[0]}", f"{split_files[name]}:{n}", "hmdb51")
             if not video.is_file():
                 raise _fail("hmdb51", f"{split_files[name]}:{n}: missing file {video}")
             entries.append(VideoEntry(video, _key(video, videos), label, name, HMDB_IDS[parts[1]]))
@@ -291,7 +306,7 @@ def read_ssv2(path: Path | None, split: int = 1) -> DatasetIndex:
             name = item["template"].replace("[", "").replace("]", "")
             if name not in labels:
                 raise _fail("ssv2", f"{file}: entry {n}: unknown class {name!r} (not in the labels file)")
-            video = videos / f"{item['id']}.webm"
+            video = _inside(videos, f"{item['id']}.webm", f"{file}: entry {n}", "ssv2")
             if not video.is_file():
                 missing.append(str(item["id"]))
                 continue

@@ -11,6 +11,7 @@ split rewrites the manifest, which is fast: no video is redone).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -28,24 +29,49 @@ def cache_dir_for(spec: str, cache_size: int, cache_root: str = "") -> Path:
     return root / f"{kind}-{digest}-{cache_size}"
 
 
+COLUMNS = ["key", "label", "split", "source_size", "source_mtime_ns"]
+
+
 def manifest_matches(index: DatasetIndex, cache: Path) -> bool:
-    """True when the cache's manifest has one row per video of `index`, with the same labels and splits."""
+    """True when the cache's manifest has one row per video of `index`, with the same labels and splits,
+    prepared from the files as they are now (same size and mtime). An unreadable manifest or classes.json
+    (a crash while copying the cache, a truncated file) does not match: prepare rebuilds it."""
+    from csvr.prepare import source_stat
+
     manifest = cache / "manifest.parquet"
-    if not manifest.is_file() or not (cache / "classes.json").is_file():
+    try:
+        df = pd.read_parquet(manifest, columns=COLUMNS)
+        json.loads((cache / "classes.json").read_text())
+        now = [(e.key, e.label, e.split, *source_stat(e.path).values()) for e in index.entries]
+    except Exception:  # missing, truncated or foreign files (pyarrow raises several types): rebuild
         return False
-    df = pd.read_parquet(manifest, columns=["key", "label", "split"])
-    want = [(e.key, e.label, e.split) for e in index.entries]
-    return list(zip(df.key, df.label, df.split)) == want
+    return [tuple(row) for row in df[COLUMNS].itertuples(index=False)] == now
+
+
+class CacheError(ValueError):
+    """An explicit cache folder (data.cache, --cache) holds no prepared cache; the message says what to run."""
+
+
+def explicit_cache(spec: str, cache: str, cache_size: int) -> Path:
+    """The folder `python -m csvr.prepare --cache DIR` wrote; refused when it holds nothing prepared (a typo
+    would otherwise prepare the whole dataset again into a new folder)."""
+    path = Path(cache).expanduser()
+    if not (path / "manifest.parquet").is_file() and not (path / "done").is_dir():
+        raise CacheError(f"data.cache={cache}: {path} holds no prepared cache (no manifest.parquet); prepare it "
+                         f"with `python -m csvr.prepare --data {spec} --cache {cache} --size {cache_size}` "
+                         "or drop --cache")
+    return path
 
 
 def ensure_prepared(spec: str, cache_size: int, cache_root: str = "", workers: int | None = None,
-                    address: str | None = None, split: int = 1) -> Path:
-    """Prepare `spec` unless its cache is complete; return the cache folder (safe across processes)."""
+                    address: str | None = None, split: int = 1, cache: str = "") -> Path:
+    """Prepare `spec` unless its cache is complete; return the cache folder (safe across processes).
+    `cache` names the folder explicitly (data.cache); it is completed (resumed) there if needed."""
     from filelock import FileLock
 
     from csvr.prepare import prepare
 
-    cache = cache_dir_for(spec, cache_size, cache_root)
+    cache = explicit_cache(spec, cache, cache_size) if cache else cache_dir_for(spec, cache_size, cache_root)
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache.parent / f"{cache.name}.lock")):
         index = read_dataset(spec, split)
