@@ -31,7 +31,7 @@ from csvr.data import augment as A
 # loader: cache samples vs naive decoding of the originals
 
 
-def _split_datasets(cache: Path, cfg: Config) -> list:
+def _split_datasets(cache: Path, cfg: Config, poses_only: bool = False) -> list:
     """Training ClipDatasets (frames at the cache's short side) over every split that has videos."""
     import pandas as pd
 
@@ -40,7 +40,7 @@ def _split_datasets(cache: Path, cfg: Config) -> list:
     d = cfg.data
     splits = pd.read_parquet(cache / "manifest.parquet").query("status == 'ok'")["split"].unique()
     return [ClipDataset(cache, s, d.clip_len, d.future_len, d.stride, d.cache_size, train=True, seed=cfg.train.seed,
-                        poses_only=poses_only) for s in ("train", "test") if s in splits for poses_only in (False, True)]
+                        poses_only=poses_only) for s in ("train", "test") if s in splits]
 
 
 def _original(ds, i: int, originals: Path | None) -> Path:
@@ -105,9 +105,8 @@ def bench_loader(args: argparse.Namespace) -> Report:
     with tempfile.TemporaryDirectory(prefix="csvr-bench-") as tmp:
         cache = Path(args.cache) if args.cache else _default_cache(Path(tmp), cfg, args.frames or 0)
         originals = Path(args.originals) if args.originals else None
-        datasets = _split_datasets(cache, cfg)
-        items = [(ds, i) for ds in datasets[0::2] for i in range(len(ds))]
-        poses = [(ds, i) for ds in datasets[1::2] for i in range(len(ds))]
+        items = [(ds, i) for ds in _split_datasets(cache, cfg) for i in range(len(ds))]
+        poses = [(ds, i) for ds in _split_datasets(cache, cfg, poses_only=True) for i in range(len(ds))]
         if not items:
             raise SystemExit(f"{cache}: no prepared videos with status ok")
         naive = NaiveClips([_original(ds, i, originals) for ds, i in items], cfg)
@@ -116,11 +115,15 @@ def bench_loader(args: argparse.Namespace) -> Report:
                    "poses_only": lambda j, epoch: _cache_sample(poses[j], epoch), "naive": naive.clip}
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a DataLoader worker runs torch on one thread
+        # a Gaussian blur with sigma near 0.1 has denormal kernel weights, which stall the CPU's convolution
+        # ~20x: a rare, random cost that would dominate 40 samples; flushed for every source alike
+        torch.set_flush_denormal(True)
         try:
             seconds = _interleaved(len(items), clips, sources)
             seconds["device_aug_cpu"] = _device_aug_seconds(items, cfg, clips)
         finally:
             torch.set_num_threads(threads)
+            torch.set_flush_denormal(False)
     return _loader_report(args, cfg, len(items), clips, seconds)
 
 
