@@ -22,7 +22,9 @@ from trainables.study import NODE_ROOT_ENV
 CASES = {
     "unknown dataset kind": (["--data", "nosuch:/x"], "unknown dataset kind 'nosuch'", "with KIND one of: ucf101"),
     "missing split lists": (["--data", "ucf101:{tree}"], "ucfTrainTestlist", "expected ucf101 layout"),
-    "unknown config key": (["--set", "model.nosuch=1"], "unknown config key 'model.nosuch'", "valid keys: "),
+    "unknown config key": (["--set", "model.nosuch=1"], "unknown config key 'model.nosuch'", "keys are SECTION.FIELD"),
+    "mistyped config key": (["--set", "model.backbon=r3d"], "unknown config key 'model.backbon'",
+                            "did you mean model.backbone?"),
     "sigma out of range": (["--set", "loss.sigma_p=-1"], "loss.sigma_p=-1.0 is out of range", "the paper uses"),
     "sigma the study varies": (["--set", "loss.sigma_c=-1"], "loss.sigma_c: the study varies", "edit its grid"),
     "address auto, no cluster": (["--address", "auto"], "no Ray cluster found", "ray start --head"),
