@@ -307,3 +307,32 @@ def test_trial_events_lines_progress_and_eta(monkeypatch):
     restored = pickle.loads(pickle.dumps(events))  # Tune pickles its callbacks with the experiment
     restored.on_trial_start(0, [], FakeTrial("c", 2.0))  # a restored copy stays silent
     assert len(lines) == 7  # started x2, epoch, finished, retrying, restarted, failed
+
+
+CAPTURE_SCRIPT = '''
+import logging, os, sys
+from pathlib import Path
+from trainables.console import Capture
+folder = Path(sys.argv[1])
+with Capture(folder / ".console.log") as console:
+    console.say("for the researcher")
+    print("python print")
+    os.system("echo from a child process; echo child stderr 1>&2")   # like Ray's raylet or MediaPipe's C++
+    logging.getLogger("csvr.progress").info("generating: class %d/%d", 1, 6)
+    console.move_to(folder / "run" / "console.log")
+    print("after the move")
+print("after the capture")
+'''
+
+
+def test_capture_keeps_the_terminal_for_console_lines(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", CAPTURE_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["for the researcher", "generating: class 1/6", "after the capture"]
+    assert out.stderr == ""
+    log = (tmp_path / "run" / "console.log").read_text().splitlines()
+    assert log == ["for the researcher", "python print", "from a child process", "child stderr",
+                   "generating: class 1/6", "after the move"]
+    assert not (tmp_path / ".console.log").exists()

@@ -9,7 +9,7 @@
 Capture redirects the process's file descriptors 1 and 2 to the log file, so everything printed by Ray's
 driver, Tune, worker processes forwarded by Ray (log_to_driver) and C++ libraries (MediaPipe/TFLite/absl,
 glog) lands in the log and not on the terminal. `say` writes to the original terminal and to the log.
-With verbose=True nothing is redirected. Progress from library code (dataset generation) reaches the
+With verbose=True nothing is redirected (the log then holds the console lines only). Progress from library code (dataset generation) reaches the
 console through the logger PROGRESS_LOGGER ("csvr.progress").
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Capture:
     def say(self, text: str) -> None:
         """One line (or a few) for the researcher: the terminal and the log."""
         print(text, file=self.terminal, flush=True)
-        if self.log is not None and self._saved is not None:  # verbose: the terminal is the log already
+        if self.log is not None:
             print(text, file=self.log, flush=True)
 
     def move_to(self, path: Path) -> None:
