@@ -6,7 +6,8 @@
     frame = compare_runs(run_a, run_b, "sqlite:///mlflow.db", "ucf101")
 
 Reads each run's `eval/<dataset>/per_class.csv` artifact (class_index, class_name, group, accuracy,
-support); diff_low/diff_high: the 95 % CI of each class's difference (two proportions over its videos). Without --dataset, the first dataset both runs have a per_class.csv for is used. Classes are
+support); diff_low/diff_high: the 95 % CI of each class's difference (two proportions over its videos).
+Without --dataset, the first dataset both runs have a per_class.csv for is used. Classes are
 matched on class_index; a class only one run has gets an empty accuracy and no difference. Accuracies
 stay as logged (fractions in [0, 1]).
 Prints the table as markdown; --out also writes compare_<A>_<B>_<dataset>.csv and .png.

@@ -367,9 +367,10 @@ def importance_bars(ctx: FigureContext, study: optuna.Study, target: str) -> lis
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"fANOVA importance for {target}; bars: range over {IMPORTANCE_SEEDS} forest seeds")
     n = len(study.trials)
-    caveat = (f"\ncaveat: {n} single-seed trials (< {MIN_TRIALS}); importances this few points give are "
-              "not reliable, and they ignore seed noise") if n < MIN_TRIALS else "\n(single-seed trials: seed noise not included)"
-    ax.set_title(f"Parameter importances: {ctx.study}{caveat}", fontsize=8, color="darkred" if n < MIN_TRIALS else "black")
+    few = n < MIN_TRIALS
+    caveat = (f"\ncaveat: {n} single-seed trials (< {MIN_TRIALS}); importances from this few points are not "
+              "reliable, and they ignore seed noise") if few else "\n(single-seed trials: seed noise not included)"
+    ax.set_title(f"Parameter importances: {ctx.study}{caveat}", fontsize=8, color="darkred" if few else "black")
     return save(fig, ctx.path("optuna_importances"))
 
 

@@ -604,7 +604,8 @@ def main(argv: list[str] | None = None) -> None:
     add_common_args(parser)
     parser.add_argument("--format", choices=list(RENDERERS), default="md", help="output format")
     parser.add_argument("--seeds-needed", action="store_true",
-                        help="print how many seeds would resolve each difference to the reference at the observed noise")
+                        help="print how many seeds would resolve each difference to the reference at the "
+                             "observed noise")
     args = parser.parse_args(argv)
     tables = build_tables(args.study, default_uri(args.mlflow_uri), args.dataset, args.experiment)
     if args.seeds_needed:

@@ -159,7 +159,8 @@ def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
     assert {"summary.txt", "study/search.json", "tables/sigma_grid.md", "figures/sigma_grid_fig3_sigma_heatmap.png",
             "figures/sigma_grid_fig4_per_class_synthetic.png"} <= parent_files, parent_files
     assert "Fig. 3" in parent.data.tags["mlflow.note.content"] and "95 % CI" in parent.data.tags["mlflow.note.content"]
-    search = json.loads(Path(client.download_artifacts(parent.info.run_id, "study/search.json", str(tmp_path))).read_text())
+    search = json.loads(Path(client.download_artifacts(parent.info.run_id, "study/search.json",
+                                                       str(tmp_path))).read_text())
     assert search["grid"]["loss.sigma_p"] == [0.75, 1.0] and search["search_space"]["loss.sigma_p"] == [0.5, 1.25]
     assert len(children) == 2  # one run per trial, the retried one included
     assert sorted(float(r.data.params["loss.sigma_p"]) for r in children) == [0.75, 1.0]

@@ -9,8 +9,8 @@
 Capture redirects the process's file descriptors 1 and 2 to the log file, so everything printed by Ray's
 driver, Tune, worker processes forwarded by Ray (log_to_driver) and C++ libraries (MediaPipe/TFLite/absl,
 glog) lands in the log and not on the terminal. `say` writes to the original terminal and to the log.
-With verbose=True nothing is redirected (the log then holds the console lines only). Progress from library code (dataset generation) reaches the
-console through the logger PROGRESS_LOGGER ("csvr.progress").
+With verbose=True nothing is redirected (the log then holds the console lines only). Progress from
+library code (dataset generation) reaches the console through the logger PROGRESS_LOGGER ("csvr.progress").
 """
 from __future__ import annotations
 

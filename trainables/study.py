@@ -117,8 +117,8 @@ def describe(spec: StudySpec) -> str:
     """--help: what the study reproduces, how many trials it runs and roughly how long that takes."""
     grid, smoke = math.prod(map(len, spec.grid.values())), math.prod(map(len, (spec.smoke_grid or spec.grid).values()))
     varied = ", ".join(spec.grid)
-    search = (f"\n--search optuna: --num-samples trials over {', '.join(f'{k} in {lo}-{hi}' for k, (lo, hi) in spec.search_space.items())}."
-              if spec.search_space else "")
+    ranges = ", ".join(f"{k} in {lo}-{hi}" for k, (lo, hi) in spec.search_space.items())
+    search = f"\n--search optuna: --num-samples trials over {ranges}." if spec.search_space else ""
     return (f"Reproduces the paper's {spec.title} ({spec.name}): one trial per value of {varied} "
             f"and per seed.\nTrials: {grid} per seed (x --seeds); {smoke} with --smoke.{search}\n"
             f"Rough duration on 2 CPU cores, tiny preset on the embedded dataset: ~{TINY_TRIAL_MINUTES} min per "
