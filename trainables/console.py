@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, TextIO
 from ray import tune
 
 PROGRESS_LOGGER = "csvr.progress"
-PROGRESS_SECONDS = 180.0  # at most one "epoch k of n" line per this many seconds (all trials together)
+PROGRESS_SECONDS = 180.0  # at most one "epoch k of n" line per this many seconds (all trials together),
+# and per 1/8 of the elapsed time: a long study stays near 60 lines
 
 
 class Capture:
@@ -158,7 +159,8 @@ class TrialEvents(tune.Callback):
         if self.say_line is None:
             return
         epoch, n = int(result.get("global_epoch", 0)), self.epochs_of(trial.config)
-        if time.monotonic() - self.last_line >= self.every and epoch < n:
+        now = time.monotonic()
+        if now - self.last_line >= max(self.every, (now - self.start) / 8) and epoch < n:  # ~8 lines per doubling
             self.emit(f"epoch {epoch}/{n} {self.name_of(trial.config)}{stage_metric(result)} | {self.progress()}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
