@@ -19,6 +19,7 @@ in <cwd>/mlartifacts); without --storage everything lands in <cwd>/csvr_runs:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -37,10 +38,11 @@ from csvr.cli import bad_input, fail
 from csvr.cluster import NoClusterError, join_cluster
 from csvr.config import Config, ConfigError, apply_overrides, keys, parse_overrides, preset
 from csvr.data.layouts import read_dataset
+from csvr.prepare import PrepareError
 from trainables import tracking
 from trainables.console import Capture, TrialEvents
-from trainables.csvr_trainable import (FAULT_ENV, GlobalSteps, TrialContext, make_trainable, target_metric,
-                                       trial_config)
+from trainables.csvr_trainable import (FAULT_ENV, RUN_FILE, GlobalSteps, TrialContext, make_trainable,
+                                       target_metric, trial_config)
 from trainables.pruning import SCHEDULERS, make_scheduler, mark_pruned
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,16 +230,20 @@ def default_gpus() -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
+class TrialTooLarge(ValueError):
+    """A trial asks for more CPUs or GPUs than any one node of the cluster has."""
+
+
 def check_trial_fits(cpus: float, gpus: float) -> None:
     """A trial that asks for more CPUs or GPUs than any one node has would wait PENDING forever (Tune warns
-    every 60 s): refuse it now, before Tune starts, in one line (exit 2)."""
+    every 60 s): refuse it now, before Tune starts (main prints the one line and exits 2)."""
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     if any(r.get("CPU", 0.0) >= cpus and r.get("GPU", 0.0) >= gpus for r in nodes):
         return
     largest = max(nodes, key=lambda r: (r.get("GPU", 0.0), r.get("CPU", 0.0)), default={})
-    fail(f"a trial asks for {cpus:g} CPU(s) and {gpus:g} GPU(s) (--cpus-per-trial, --gpus-per-trial) but no node "
+    raise TrialTooLarge(f"a trial asks for {cpus:g} CPU(s) and {gpus:g} GPU(s) (--cpus-per-trial, --gpus-per-trial) but no node "
          f"of the Ray cluster has that much (largest: {largest.get('CPU', 0.0):g} CPUs, {largest.get('GPU', 0.0):g} "
          "GPUs); lower them, or start a node that size first (an autoscaling cluster: min_workers of its type)")
 
@@ -420,11 +426,17 @@ def build_tuner(spec: StudySpec, args: argparse.Namespace, run: StudyRun, ctx: T
 # summary
 
 
-def close_dead_trials(client, parent_run_id: str, experiment_id: str) -> int:
-    """A child run still RUNNING after fit() lost its process (killed, node lost): end it FAILED."""
+def close_dead_trials(client, parent_run_id: str, experiment_id: str, interrupted: bool = False) -> int:
+    """A child run still RUNNING after fit() lost its process (killed, node lost): end it FAILED; after an
+    interrupt (Ctrl-C) the trials were stopped, not broken: end them KILLED (--resume continues them)."""
     runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
                                                "and attributes.status = 'RUNNING'")
     for r in runs:
+        if interrupted:
+            tracking.retry(client.set_tag, r.info.run_id, "csvr.interrupted", "the study was interrupted (Ctrl-C); "
+                           "--resume continues this trial")
+            tracking.retry(client.set_terminated, r.info.run_id, "KILLED")
+            continue
         tracking.retry(client.set_tag, r.info.run_id, "csvr.error", "the trial process ended without closing its "
                        "run (killed, its node was lost, or MLflow was unreachable); see Tune's error file")
         tracking.retry(client.set_terminated, r.info.run_id, "FAILED")
@@ -467,16 +479,36 @@ def summarize(results, target: str, spec: StudySpec, total: int | None = None,
     return "\n".join(lines), metrics, tags
 
 
-def close_dead_trials_or_warn(client, state: dict) -> int:
-    """close_dead_trials, but MLflow being down at the very end is a warning: the trials are done, and the
-    next --resume closes those runs."""
+def mark_interrupted(client, results, run_dir: Path) -> None:
+    """Trials Tune stopped because the study was interrupted: their runs end KILLED with csvr.interrupted
+    (Tune stops a trial by raising SystemExit in it, which the trainable recorded as a failure)."""
+    for result in results:
+        metrics = result.metrics or {}
+        run_file = Path(run_dir) / "trials" / str(metrics.get("trial_id", "")) / RUN_FILE
+        if ended(metrics, result.error) or not metrics.get("trial_id") or not run_file.is_file():
+            continue
+        run_id = json.loads(run_file.read_text())["run_id"]
+        tracking.retry(client.set_tag, run_id, "csvr.interrupted", "the study was interrupted (Ctrl-C); "
+                       "--resume continues this trial")
+        with contextlib.suppress(Exception):  # absent unless the trainable saw Tune's stop as an error
+            tracking.retry(client.delete_tag, run_id, "csvr.error", seconds=5)
+        tracking.retry(client.set_terminated, run_id, "KILLED")
+
+
+def close_dead_trials_or_warn(client, state: dict, interrupted_results=None, run_dir: Path | None = None
+                              ) -> tuple[int, str]:
+    """(runs closed, warning): mark_interrupted (given the results of an interrupted fit) and
+    close_dead_trials, but MLflow being down at the very end is a warning (the trials are done, and the
+    next --resume closes those runs), not a crash."""
+    interrupted = interrupted_results is not None
     try:
-        return close_dead_trials(client, state["parent_run_id"], state["experiment_id"])
+        if interrupted:
+            mark_interrupted(client, interrupted_results, run_dir)
+        return close_dead_trials(client, state["parent_run_id"], state["experiment_id"], interrupted), ""
     except Exception as err:  # noqa: BLE001 - MlflowUnavailable, a server error: the results are safe
-        print(f"warning: could not close the runs of lost trials in MLflow ({type(err).__name__}: "
-              f"{str(err).splitlines()[0][:200] if str(err) else ''}); they stay RUNNING until a --resume",
-              file=sys.stderr, flush=True)
-        return 0
+        first = str(err).splitlines()[0][:200] if str(err).strip() else ""
+        return 0, (f"warning: could not close the runs of lost trials in MLflow ({type(err).__name__}: {first}); "
+                   "they stay RUNNING until a --resume")
 
 
 def tune_was_interrupted(before) -> bool:
@@ -504,12 +536,15 @@ def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path, 
     client = tracking.client(s["mlflow_uri"])
     # after an interrupt, stopped trials look like pruned ones (no final result): only mark real prunings
     pruned = 0 if interrupted else mark_pruned(client, results, run.dir)  # before close_dead_trials
-    closed = close_dead_trials_or_warn(client, s)
+    closed, warning = close_dead_trials_or_warn(client, s, results if interrupted else None, run.dir)
     text, metrics, tags = summarize(results, target, spec, total, interrupted)
+    if warning:
+        text += f"\n{warning}"
     if pruned:
         text += f"\n{pruned} trial(s) stopped early by the scheduler (MLflow: KILLED, tag csvr.pruned=true)."
     if closed:
-        text += f"\n{closed} trial run(s) had lost their process and were marked FAILED."
+        text += (f"\n{closed} interrupted trial run(s) were marked KILLED." if interrupted else
+                 f"\n{closed} trial run(s) had lost their process and were marked FAILED.")
     text += (f"\nMLflow UI:  {tracking.ui_command(s['mlflow_uri'], cwd)}"
              f"\nTable:      python -m analysis.tables {spec.name} --mlflow-uri {s['mlflow_uri']}"
              f"\nResume:     python studies/{spec.name}.py --resume --storage {run.dir.parents[1]} "
@@ -585,7 +620,12 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
                     f", preset {preset_name(args)}, data {args.data}")
         connect_ray(args.address)
         check_storage_shared(storage)
-        check_trial_fits(args.cpus_per_trial, args.gpus_per_trial if args.gpus_per_trial is not None else default_gpus())
+        try:
+            check_trial_fits(args.cpus_per_trial,
+                             args.gpus_per_trial if args.gpus_per_trial is not None else default_gpus())
+        except TrialTooLarge as err:  # one line on the terminal (fds 1/2 go to the log here), exit 2
+            console.say(f"error: {err}")
+            raise SystemExit(2) from None
         run = resumed or new_run(spec, args, storage, uri, base)
         console.move_to(run.dir / "console.log")
         console.say(f"Run folder {run.dir} (Ray/Tune output: console.log there; --verbose shows it here)\n"
@@ -594,7 +634,12 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
         ctx = context_for(spec, run, storage)
         started = time.monotonic()
         console.say("Preparing datasets (first run: generate the embedded dataset, I-frames, MediaPipe poses) ...")
-        prepare_datasets(trial_config(ctx, {}))
+        try:
+            prepare_datasets(trial_config(ctx, {}))
+        except PrepareError as err:  # e.g. Ray workers lost while preparing: nothing is wrong with the videos
+            mark_killed(spec, run, "datasets not prepared")
+            console.say(f"error: {err}")
+            raise SystemExit(3) from None
         console.say(f"Datasets ready ({time.monotonic() - started:.0f} s)")
         target = target_metric(trial_config(ctx, {}))
         if args.resume:

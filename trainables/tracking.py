@@ -227,8 +227,9 @@ class TrialRun:
         last = {key: max(m.step for m in retry(client.get_metric_history, run_id, key))
                 for key in run.data.metrics}
         reopen(client, run_id)
-        if "csvr.error" in run.data.tags:  # an earlier attempt failed; its traceback.txt stays
-            retry(client.delete_tag, run_id, "csvr.error")
+        for tag in ("csvr.error", "csvr.interrupted"):  # an earlier attempt failed or was stopped (traceback.txt stays)
+            if tag in run.data.tags:
+                retry(client.delete_tag, run_id, tag)
         return cls(client, run_id, last, dict(run.data.params))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
