@@ -8,12 +8,15 @@ prepare fault hook kills, sqlite MLflow stores written by several processes, stu
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -381,3 +384,40 @@ def test_interrupted_study_is_killed_not_finished_and_says_how_to_resume(tmp_pat
     states = [(r.info.status, r.data.tags.get("csvr.error", ""), r.data.tags.get("csvr.interrupted", ""))
               for r in children]
     assert states and all(status in ("KILLED", "FINISHED") for status, _, _ in states), states
+
+
+@pytest.mark.slow
+def test_raylet_killed_during_prepare_exits_non_zero_and_resumes(tmp_path):
+    """The local Ray's raylet stopped from outside (as in the issue): no video is recorded as bad, exit 3."""
+    import psutil
+
+    from tests.test_cluster import study_env
+
+    root = make_ucf101(tmp_path / "UCF101")
+    videos = sorted((root / "UCF-101").rglob("*.avi"))
+    for i, path in enumerate(videos):  # all 6 are real: every error would be the infrastructure's
+        write_clip(path, frames=24, size=(88, 72), start=10 * i)
+    cache, ray_tmp = tmp_path / "cache", tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    cmd = [sys.executable, "-m", "csvr.prepare", "--data", f"ucf101:{root}", "--cache", str(cache),
+           "--workers", "1", "--size", "64"]
+    proc = subprocess.Popen(cmd, env=study_env(ray_tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(cache.glob("done/*/*.json")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        raylets = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "raylet"]
+        assert raylets, "no raylet under the prepare process"
+        for raylet in raylets:
+            raylet.kill()
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 3, out[-3000:]
+    assert "not because the videos are bad" in out and "rerun the same command to resume" in out, out[-3000:]
+    assert not (cache / "manifest.parquet").exists()
+    assert prepare_main(["--data", f"ucf101:{root}", "--cache", str(cache), "--workers", "0", "--size", "64"]) == 0
+    df = pd.read_parquet(cache / "manifest.parquet")
+    assert (df.status == "ok").all(), df[["key", "status", "error"]]
