@@ -203,3 +203,10 @@ def test_train_batches_are_a_function_of_seed_and_epoch(cache):
     assert all(torch.equal(a[k], b[k]) for a, b in zip(epoch1, fresh) for k in a)
     poses = list(train_batches(cache, cfg, 2, poses_only=True)(1))
     assert all(torch.equal(a[k], b[k]) for a, b in zip(epoch1, poses) for k in b)
+
+
+def test_flip_is_a_logged_config_key():
+    from csvr.config import Config, apply_overrides, flatten
+
+    assert flatten(Config())["data.flip"] is True
+    assert flatten(apply_overrides(Config(), {"data.flip": "false"}))["data.flip"] is False
