@@ -330,6 +330,9 @@ def interval_notes(table: Table) -> list[str]:
     if any(c.n == 1 and c.videos for c in table.cells.values()):
         notes.append("(n=1, videos): one seed, so the CI is a percentile bootstrap over the test videos: test-set "
                      "noise only, not seed-to-seed noise.")
+    if any(c.n == 1 and not c.videos for c in table.cells.values()):
+        notes.append("(n=1) without an interval: one seed and no per-video predictions for that metric; run "
+                     "--seeds 3 (or more) for intervals.")
     if table.spec.reference:
         notes.append(f"vs ref: difference to the reference ({table.reference_text()}) in the same column, "
                      "paired by seed (t interval; with one shared seed, a paired bootstrap over test videos); "

@@ -23,7 +23,7 @@ from analysis.compare import compare_runs, write_compare
 from analysis.figures import write_figures
 from analysis.runs import RunRecord, StudyRuns, load_study, normalise
 from analysis.specs import FEATURE_SOURCE, SIGMA_GRID
-from analysis.tables import build_table, build_tables, collect, main as tables_main, render_md
+from analysis.tables import RENDERERS, build_table, build_tables, collect, main as tables_main, render_md
 
 # the paper's text lives in the team's shared/ folder beside the checkout (CI lays it there too)
 PAPER_MD = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "paper" / "CSVR.md",
@@ -253,21 +253,26 @@ def test_seeds_needed(store, capsys):
     assert rows["0.75 @ 0.5"][2].startswith("—")  # one seed, no per-video predictions: no noise estimate
 
 
+def table_i(store: Store, fmt: str = "md") -> str:
+    """Table I alone (feature_source also has a per-group table)."""
+    return RENDERERS[fmt](build_tables("feature_source", store.uri)[0])
+
+
 def test_feature_source_md(store):
-    rows = md_rows(build_table("feature_source", store.uri, "md"))
-    assert rows["eval.feature_source"] == ["ucf101", "vs ref", "paper", "Δ", "hmdb51", "vs ref", "paper", "Δ"]
+    rows = md_rows(table_i(store))
+    assert rows["eval.feature_source:init"] == ["ucf101", "vs ref", "paper", "Δ", "hmdb51", "vs ref", "paper", "Δ"]
     assert rows["f_d"] == [ci(76.0, half([75, 77], T2), 2), "—", "75.1", "+0.9",
                            ci(39.0, half([38, 40], T2), 2), "—", "38.4", "+0.6"]  # no scratch run to compare to
     assert rows["f_s"] == ["73.0 (n=1)", "—", "73.1", "-0.1", "—", "—", "40.2", "—"]
     assert rows["f_i_full"][:4] == [ci(91.0, half([90, 91, 92], T3), 3), "—", "90.4", "+0.6"]
     assert rows["scratch"] == ["—", "—", "65.0", "—", "—", "—", "32.5", "—"]
     assert list(rows)[1:] == list(paper.TABLE_I)  # the paper's row order
-    text = build_table("feature_source", store.uri, "md")
+    text = table_i(store)
     assert "Test set ucf101: 40 videos, 4 classes, chance top-1 25.0 %" in text
 
 
 def test_feature_source_latex(store):
-    text = build_table("feature_source", store.uri, "latex")
+    text = table_i(store, "latex")
     h = half([75, 77], T2)
     assert rf"f\_d & 76.0 [{76 - h:.1f}, {76 + h:.1f}] (n=2) & -- & 75.1 & +0.9 & " in text
     assert r"f\_s & 73.0 (n=1) & -- & 73.1 & -0.1 & -- & -- & 40.2 & -- \\" in text
@@ -275,8 +280,8 @@ def test_feature_source_latex(store):
 
 
 def test_feature_source_csv(store):
-    rows = list(csv.DictReader(io.StringIO(build_table("feature_source", store.uri, "csv"))))
-    by_source = {r["eval.feature_source"]: r for r in rows}
+    rows = list(csv.DictReader(io.StringIO(table_i(store, "csv"))))
+    by_source = {r["eval.feature_source:init"]: r for r in rows}
     f_d = by_source["f_d"]
     assert float(f_d["ucf101 mean"]) == 76.0 and float(f_d["ucf101 std"]) == pytest.approx(2 ** 0.5)
     assert float(f_d["ucf101 ci_low"]) == pytest.approx(76 - half([75, 77], T2), abs=1e-5)
