@@ -33,10 +33,12 @@ def test_sigma_grid_plan_shares_branches_and_the_is_classifier(tmp_path, capsys,
 
 
 def test_plan_keys_are_the_pipelines_and_the_store_is_read(tmp_path):
-    cfg = apply_overrides(tiny(), {"loss.sigma_p": 1.0})
+    cfg = apply_overrides(tiny(), {"loss.sigma_p": 1.0, "eval.protocol": "finetune"})
     stages = P.trial_stages(cfg)
     assert [s.stage for s in stages] == ["pose", "context", "video", "joint", "finetune/synthetic",
                                          "is_classifier/synthetic"]
+    frozen = P.trial_stages(apply_overrides(cfg, {"eval.protocol": "knn"}))  # k-NN evaluation: no finetuning
+    assert "finetune/synthetic" not in [s.stage for s in frozen]
     assert {s.stage: s.key for s in stages}["joint"] == stage_key("joint", cfg)
     store = StageStore(tmp_path / "stages")
     done = store.path("joint", stage_key("joint", cfg))
@@ -69,8 +71,8 @@ def test_optuna_plan_counts_sampled_stages_per_trial(tmp_path, capsys):
     trials = P.study_trials(SIGMA, args)
     P.mark(trials, StageStore(tmp_path))
     status = [[s.status for s in t.stages] for t in trials]
-    assert [s.stage for s in trials[1].stages if s.status == "compute"] == ["joint", "finetune/synthetic"]
-    assert status[0] == ["compute"] * 6
+    assert [s.stage for s in trials[1].stages if s.status == "compute"] == ["joint"]  # tiny: k-NN evaluation
+    assert status[0] == ["compute"] * 5
 
 
 def test_paper_plan_one_pretraining_for_the_default_cells(tmp_path, capsys):

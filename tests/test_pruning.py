@@ -41,7 +41,7 @@ def _trial(config: dict) -> None:
     from ray import tune
 
     for epoch in range(1, 9):
-        tune.report({"global_epoch": epoch, "train/joint/context/acc": config["quality"] * epoch, TARGET: math.nan})
+        tune.report({"global_epoch": epoch, "probe/synthetic/knn_top1": config["quality"] * epoch, TARGET: math.nan})
     tune.report({"global_epoch": 9, TARGET: config["quality"], "compute_seconds": 1.0})
 
 
@@ -57,7 +57,8 @@ def test_asha_prunes_with_optuna_on_another_metric(tmp_path):
         pytest.skip("needs its own local Ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        asha = ASHAScheduler(time_attr="global_epoch", metric=pruning.PRUNE_METRIC, mode="max", max_t=8,
+        asha = ASHAScheduler(time_attr="global_epoch", metric=pruning.PRUNE_METRIC.format(kind="synthetic"),
+                             mode="max", max_t=8,
                              grace_period=1, reduction_factor=2, stop_last_trials=False)
         tuner = tune.Tuner(_trial, param_space={"quality": tune.uniform(0.0, 1.0)},
                            tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric=TARGET, mode="max", seed=0),

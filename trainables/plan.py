@@ -72,7 +72,7 @@ def trial_stages(cfg: Config, sampled: Iterable[str] = (), sample: str = "") -> 
     for stage in needs:
         out.append(PlannedStage(stage, key(stage, STAGE_KEYS[stage], stage_key(stage, cfg)),
                                 getattr(t, f"{stage}_epochs"), stage))
-    for spec in cfg.data.finetune_sources or (cfg.data.source,):
+    for spec in (cfg.data.finetune_sources or (cfg.data.source,)) if cfg.eval.protocol == "finetune" else ():
         name = f"finetune/{dataset_kind(spec)}"
         value = stage_key("joint", cfg, {"finetune": flatten(cfg), "dataset": spec})
         out.append(PlannedStage(name, key(name, flatten(cfg), value), cfg.finetune.epochs, name))

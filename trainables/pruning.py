@@ -21,10 +21,9 @@ from csvr.config import Config
 from trainables import tracking
 from trainables.csvr_trainable import GlobalSteps, RUN_FILE
 
-# The pruning signal, one name. The issue on learning adds a per-epoch k-NN probe ("probe/{kind}/knn_top1",
-# mode max) to the pretraining epochs; until it lands the joint stage's contrastive accuracy (video clip vs
-# its own I-frames among the batch: a pretext score that the loss weights sigma_p, sigma_c do not scale).
-PRUNE_METRIC, PRUNE_MODE = "train/joint/context/acc", "max"
+# The pruning signal, one name: the per-epoch k-NN probe of the pretraining stages (csvr.pipeline.probe_metrics,
+# reported every `eval.probe_every` epochs: set it to 1 for the scheduler to see every joint epoch).
+PRUNE_METRIC, PRUNE_MODE = "probe/{kind}/knn_top1", "max"
 SCHEDULERS = ("fifo", "asha", "median")
 TIME_ATTR = "global_epoch"
 PRUNED_TAG = "csvr.pruned"

@@ -85,7 +85,7 @@ def bench_study(args: argparse.Namespace) -> Report:
 SEARCH_SETTINGS = {  # tiny models, joint pretraining long enough for a scheduler to act on
     "train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1, "train.checkpoint_epochs": "1",
     "finetune.epochs": 2, "finetune.steps_per_epoch": 2, "data.max_videos": 8, "data.workers": 0,
-    "eval.retrieval_clips": 1, "eval.test_clips": 1, "train.log_every": 2}
+    "eval.retrieval_clips": 1, "eval.test_clips": 1, "train.log_every": 2, "eval.probe_every": 1}
 TARGET = "eval/synthetic/top1"
 
 
@@ -131,7 +131,7 @@ def tune_totals(tune_dir: Path) -> dict:
         best = max([best, *finals])
         trials.append({**rows[-1]["config"], "epochs": len(trained), TARGET: finals[-1] if finals else None})
     return {"trial_s": spent, "epoch_s": epoch_s, "epochs_trained": epochs, "pruned": pruned, "best": best,
-            "trials": sorted(trials, key=lambda t: sorted(t.items(), key=str))}
+            "trials": sorted(trials, key=lambda t: json.dumps(t, sort_keys=True, default=str))}
 
 
 def bench_search(args: argparse.Namespace) -> Report:
