@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,16 @@ def bad_input() -> Iterator[None]:
         yield
     except bad_input_types() as err:
         fail(str(err))
+
+
+def show_progress() -> None:
+    """Progress lines of long library steps (generating the embedded dataset: logger "csvr.progress") on
+    stderr; a study shows them on its console instead (trainables/console.py)."""
+    logger = logging.getLogger("csvr.progress")
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler(sys.stderr))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def new_run_dir(root: Path) -> Path:

@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from csvr.cli import SMOKE, add_config_flags, bad_input, fail, latest_run_dir, new_run_dir
+from csvr.cli import SMOKE, add_config_flags, bad_input, fail, latest_run_dir, new_run_dir, show_progress
 from csvr.config import Config, apply_overrides, parse_overrides, preset
 
 RUNS = Path("runs/train")  # without --out: RUNS/<stamp>, stages shared in RUNS/stages
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         check_data(cfg)
     out, stages = run_folders(args)
     print(f"run folder: {out}", file=sys.stderr)
+    show_progress()
     with bad_input():
         for event in run_trial(cfg, out, stages):
             if event["kind"] == "result":

@@ -105,3 +105,16 @@ def test_train_and_studies_share_the_smoke_overrides():
     cfg = build_config(parse_args(["--smoke", "--set", "loss.sigma_p=1.0"]))
     assert cfg.train.steps_per_epoch == SMOKE["train.steps_per_epoch"] and cfg.data.max_videos == 8
     assert cfg.loss.sigma_p == 1.0
+
+
+def test_dataset_generation_reports_progress(tmp_path, capsys, monkeypatch):
+    from csvr.cli import show_progress
+    from csvr.data import synthetic
+    from csvr.data.synthetic import CLASSES, ensure_synthetic
+
+    monkeypatch.setattr(synthetic, "write_avi", lambda path, frames: path.write_bytes(b""))  # the lines, not the
+    monkeypatch.setattr(synthetic, "render_video", lambda spec: None)  # ~15 s of rendering, are under test here
+    show_progress()
+    ensure_synthetic(tmp_path / "synthetic")
+    lines = [line for line in capsys.readouterr().err.splitlines() if "generating the embedded dataset" in line]
+    assert len(lines) == len(CLASSES) and lines[-1].startswith(f"generating the embedded dataset: class {len(CLASSES)}/")
