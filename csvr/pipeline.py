@@ -38,7 +38,7 @@ from csvr.models.csvr import CSVR, build_context, build_pose
 from csvr.models.integration import INTEGRATIONS
 from csvr.models.video_gan import build_video_gan
 from csvr.training import checkpoint as ckpt
-from csvr.training.finetune import (Classifier, IntegratedFeature, MotionFeature, Pretrained, VideoFeature,
+from csvr.training.finetune import (Classifier, IntegratedFeature, PooledMotionFeature, Pretrained, VideoFeature,
                                     feature_model, finetune_epochs, make_finetune_optim)
 from csvr.training.loop import StageState, make_optimizers, place_model, resolve_device, train_stage
 
@@ -70,7 +70,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 
 # What the per-epoch k-NN probe of each pretraining stage reads from the model being trained.
 PROBE_FEATURE: dict[str, Callable[[CSVR, int], torch.nn.Module]] = {
-    "pose": lambda m, c: MotionFeature(m.pose_generator, c),
+    "pose": lambda m, c: PooledMotionFeature(m.pose_generator),
     "context": lambda m, c: VideoFeature(m.context.video_net, m.context.video_head, c),
     "video": lambda m, c: IntegratedFeature(m.context, m.pose_generator, m.integration, c),
     "joint": lambda m, c: IntegratedFeature(m.context, m.pose_generator, m.integration, c)}

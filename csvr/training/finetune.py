@@ -3,6 +3,7 @@
 What each `eval.feature_source` initialises (the classifier is always dropout + a fresh linear layer):
   scratch     V-network, randomly initialised (Table I's "training from scratch"); feature = pooled V-net output
   f_d         pose encoder of G_p from pose-branch pretraining + a fresh conv + MLP head; input = pose sequence
+              (frozen protocols: the encoder layer's features averaged over time, no head)
   f_s         V-network + g^V from context-branch pretraining; input = clip
   f_i_adain   pose encoder and V-network + g^V from branch pretraining, a fresh AdaIN integration layer
               ("without optimization from video generating branch")
@@ -37,6 +38,22 @@ class VideoFeature(nn.Module):
     def forward(self, batch: dict) -> Tensor:
         h = self.video_net(batch["clip"])
         return self.head(h) if self.head is not None else h
+
+
+class PooledMotionFeature(nn.Module):
+    """poses -> the G_p encoder's layer-l features averaged over time (B, c_l): the frozen-feature reading of f_d
+    (eval.protocol linear / knn). The conv + MLP head after the encoder is trained only by video generation, so
+    after pose pretraining it is still random; a frozen protocol reads the encoder itself, as `scratch` reads the
+    pooled V-network."""
+
+    def __init__(self, pose_generator: PoseGenerator):
+        super().__init__()
+        self.pose_generator = pose_generator
+        self.out_dim = pose_generator.encoder.widths[pose_generator.feature_layer - 1]
+
+    def forward(self, batch: dict) -> Tensor:
+        feats = self.pose_generator.encoder(batch["poses"], batch["pose_mask"])
+        return feats[self.pose_generator.feature_layer - 1].mean(dim=2)
 
 
 class MotionFeature(nn.Module):
@@ -81,6 +98,8 @@ def feature_model(source: str, cfg: Config, pretrained: "Pretrained") -> nn.Modu
     if source == "scratch":
         return VideoFeature(build_video_net(cfg.model.backbone, cfg.model.width))
     if source == "f_d":
+        if cfg.eval.protocol != "finetune":
+            return PooledMotionFeature(pretrained.pose_generator())
         return MotionFeature(pretrained.pose_generator(), c)
     if source == "f_s":
         ctx = pretrained.context()

@@ -84,6 +84,8 @@ def _adversarial(critic, real: Tensor, fake: Tensor, l2: Tensor, name: str, cfg:
     """The shared GAN pattern of Eqs. 1, 6, 7 for one generator/discriminator pair."""
     adv = cfg.adversarial
     logs = {f"{name}/l2": l2.detach()}
+    if adv == 0:  # no adversarial game: the generator side is the L2 term alone, the discriminator idles
+        return Terms(0.0, 0.0 if mode == "d" else g_weight * l2_weight * l2, logs)
     if mode == "g":
         fake_logits = critic(fake)
         g_adv = L.g_adv_loss(fake_logits)
