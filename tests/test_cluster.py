@@ -66,7 +66,9 @@ def study_env(ray_tmp: str, fault: dict | None = None) -> dict[str, str]:
 
 
 def study_cmd(storage: Path, *args: str, script: Path = REPO / "studies" / "sigma_grid.py") -> list[str]:
-    return [sys.executable, str(script), "--smoke", "--storage", str(storage), *args]
+    # --verbose: these tests read Ray's and Tune's own lines (joins, retries, errored trials), which a study
+    # otherwise writes only to console.log (tests/test_studies.py checks that quiet console)
+    return [sys.executable, str(script), "--smoke", "--verbose", "--storage", str(storage), *args]
 
 
 def run_study(cwd: Path, storage: Path, ray_tmp: str, *args: str, fault: dict | None = None,
