@@ -72,6 +72,8 @@ def ensure_prepared(spec: str, cache_size: int, cache_root: str = "", workers: i
     from csvr.prepare import prepare
 
     cache = explicit_cache(spec, cache, cache_size) if cache else cache_dir_for(spec, cache_size, cache_root)
+    if manifest_matches(read_dataset(spec, split), cache):  # complete: no lock (the cache may be read-only)
+        return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache.parent / f"{cache.name}.lock")):
         index = read_dataset(spec, split)
