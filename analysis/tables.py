@@ -334,7 +334,9 @@ def interval_notes(table: Table) -> list[str]:
         notes.append("(n=1) without an interval: one seed and no per-video predictions for that metric; run "
                      "--seeds 3 (or more) for intervals.")
     if table.spec.reference:
-        notes.append(f"vs ref: difference to the reference ({table.reference_text()}) in the same column, "
+        where = "cell" if set(table.spec.reference) >= set(table.spec.rows + table.spec.columns) else \
+            "row, in the same column"
+        notes.append(f"vs ref: difference to the reference {where} ({table.reference_text()}), "
                      "paired by seed (t interval; with one shared seed, a paired bootstrap over test videos); "
                      "* = the 95 % CI excludes 0.")
     return notes
