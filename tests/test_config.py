@@ -115,11 +115,17 @@ def test_every_literal_rejects_a_bad_value(key):
     assert all(str(v) in str(err.value) for v in valid)
 
 
-def test_unknown_key_lists_valid_keys():
+def test_unknown_key_suggests_the_closest_keys():
     with pytest.raises(ConfigError) as err:
         apply_overrides(Config(), {"loss.sigma_q": 1.0})
     msg = str(err.value)
-    assert "loss.sigma_q" in msg and all(k in msg for k in keys())
+    assert "loss.sigma_q" in msg and "loss.sigma_p" in msg and "loss.sigma_c" in msg and "\n" not in msg
+
+
+def test_directional_datasets_refuse_flips():
+    with pytest.raises(ConfigError, match="data.flip=false"):
+        apply_overrides(Config(), {"data.source": "ssv2:/data/ssv2"})
+    assert not apply_overrides(Config(), {"data.source": "ssv2:/data/ssv2", "data.flip": False}).data.flip
 
 
 def test_other_validation():
@@ -198,13 +204,16 @@ def test_cli_help():
 def test_cli_unknown_key(tmp_path):
     res = _cli("--out", str(tmp_path / "run"), "loss.sigma_q=1.0")
     assert res.returncode == 2
-    assert "loss.sigma_q" in res.stderr and "valid keys" in res.stderr and "loss.sigma_p" in res.stderr
+    assert "loss.sigma_q" in res.stderr and "did you mean" in res.stderr and "loss.sigma_p" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1  # one line, no traceback
     assert not (tmp_path / "run").exists()  # nothing ran
 
 
 def test_cli_bad_value_in_process(tmp_path, capsys):
     from csvr.train import main
 
-    assert main(["--out", str(tmp_path / "run"), "model.backbone=vgg"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path / "run"), "model.backbone=vgg"])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert all(b in err for b in ABLATIONS["model.backbone"])

@@ -115,7 +115,8 @@ def test_every_ablation_value_trains_a_joint_step(key, value):
 
 
 def test_alternating_update_does_not_train_discriminators_in_the_generator_phase():
-    cfg = tiny4(**{"train.gan_update": "alternating", "train.weight_decay": 0.0, "train.momentum": 0.0})
+    cfg = tiny4(**{"train.gan_update": "alternating", "train.optimizer": "sgd", "train.weight_decay": 0.0,
+                   "train.momentum": 0.0})
     torch.manual_seed(0)
     model = build_csvr(cfg)
     opt = make_optimizers(model, "pose", cfg)
