@@ -562,15 +562,18 @@ def publish_results(spec: StudySpec, run: StudyRun, client) -> str:
     """The study's tables (markdown) and figures as artifacts of the parent run; returns the tables, which
     also become the parent's description. A failure here is logged, never fatal: the trials are done."""
     from analysis.figures import write_figures
+    from analysis.specs import SPECS
     from analysis.tables import build_table
 
     uri, parent = run.state["mlflow_uri"], run.state["parent_run_id"]
+    if spec.name not in SPECS:  # a study without a paper table (tests, ad-hoc grids)
+        return ""
     try:
         tables = build_table(spec.name, uri, "md")
         tracking.log_text(client, parent, tables, f"tables/{spec.name}.md")
         write_figures(spec.name, uri, run.dir / "figures", log=True)
         return tables
-    except Exception as err:  # noqa: BLE001 - analysis is a convenience at the end of a finished study
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - a convenience at the end of a finished study
         print(f"tables/figures for the parent run failed: {type(err).__name__}: {err}", file=sys.stderr)
         return ""
 
