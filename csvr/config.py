@@ -162,7 +162,7 @@ def tiny() -> Config:
         train=TrainConfig(pose_epochs=30, context_epochs=20, video_epochs=20, joint_epochs=5, optimizer="adam",
                           lr_per_sample=0.0001, weight_decay=0.0, log_every=8, checkpoint_epochs=(1, 5)),
         finetune=FinetuneConfig(epochs=20, batch_size=8, lr_per_sample=0.005, weight_decay=0.0005),
-        eval=EvalConfig(protocol="knn", retrieval_clips=2, test_clips=2, probe_every=5),
+        eval=EvalConfig(protocol="knn", retrieval_clips=1, test_clips=2, probe_every=5),
     )
 
 

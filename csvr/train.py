@@ -18,9 +18,11 @@ pretraining. A config or data mistake is one line on stderr naming the fix, exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from csvr.cli import SMOKE, add_config_flags, bad_input, fail, latest_run_dir, new_run_dir, show_progress
 from csvr.config import Config, apply_overrides, parse_overrides, preset
@@ -84,6 +86,18 @@ def run_folders(args: argparse.Namespace) -> tuple[Path, Path]:
     return out, out / "stages"
 
 
+@contextlib.contextmanager
+def incomplete_prepare() -> Iterator[None]:
+    """Workers or nodes lost while preparing: one line saying how to resume, exit code 3 (as csvr.prepare)."""
+    from csvr.prepare import PrepareIncomplete
+
+    try:
+        yield
+    except PrepareIncomplete as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from csvr.pipeline import run_trial
 
@@ -94,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     out, stages = run_folders(args)
     print(f"run folder: {out}", file=sys.stderr)
     show_progress()
-    with bad_input():
+    with bad_input(), incomplete_prepare():
         for event in run_trial(cfg, out, stages):
             if event["kind"] == "result":
                 print(json.dumps({"kind": "result", **event["metrics"], "compute_seconds": event["compute_seconds"],

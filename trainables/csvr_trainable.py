@@ -170,6 +170,7 @@ def csvr_trainable(config: dict, ctx: TrialContext) -> None:
 
     if ctx.fault:
         os.environ[FAULT_ENV] = ctx.fault  # this process runs this one trial (reuse_actors=False)
+    use_trial_cpus()
     trial_id = tune.get_context().get_trial_id()
     values = {k: v for k, v in config.items() if not k.startswith("_")}
     cfg = trial_config(ctx, values)
@@ -242,6 +243,15 @@ def log_result(event: Mapping[str, Any], run: TrialRun, progress: dict, step: in
         lines = [Path(artifacts["checkpoint.txt"]).read_text().rstrip()] + lines
     (workdir / "checkpoint.txt").write_text("\n".join(lines) + "\n")
     run.log_files({**artifacts, "checkpoint.txt": workdir / "checkpoint.txt"})
+
+
+def use_trial_cpus() -> None:
+    """One torch thread per CPU the trial holds: oversubscribed threads on shared cores spin-wait in OpenMP and ran
+    a tiny step ~10x slower on a 2-core machine (DESIGN.md, "Making CSVR learn at the tiny size")."""
+    import torch
+
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
 
 
 def make_trainable(ctx: TrialContext, cpus: float, gpus: float):
