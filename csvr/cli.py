@@ -24,6 +24,7 @@ SMOKE: dict[str, Any] = {
     "train.checkpoint_epochs": (1,), "train.steps_per_epoch": 2, "train.log_every": 2,
     "finetune.epochs": 1, "finetune.steps_per_epoch": 2, "data.max_videos": 8, "data.workers": 0,
     "eval.retrieval_clips": 1, "eval.test_clips": 1,
+    "eval.protocol": "finetune", "eval.probe_every": 0,  # smoke covers the paper's finetune path, no probe cost
 }
 EXIT_BAD_INPUT = 2  # like argparse's own usage errors
 
