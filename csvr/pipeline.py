@@ -448,8 +448,9 @@ def probe_metrics(cfg: Config, model: CSVR, stage: str, device: torch.device) ->
     classes = len(json.loads((cache / "classes.json").read_text()))
     feature = PROBE_FEATURE[stage](model, cfg.model.feature_dim)
     was_training = model.training
-    gallery = E.video_features(feature, eval_loader(cache, cfg, "train", 1), device)
-    query = E.video_features(feature, eval_loader(cache, cfg, "test", 1), device)
+    with torch.random.fork_rng(devices=[]):  # the loaders draw seeds: training must not depend on probing
+        gallery = E.video_features(feature, eval_loader(cache, cfg, "train", 1), device)
+        query = E.video_features(feature, eval_loader(cache, cfg, "test", 1), device)
     model.train(was_training)
     probs = E.knn_scores(query[0], gallery[0], gallery[1], classes, cfg.eval.knn_k, cfg.eval.knn_temperature)
     return {f"probe/{kind}/knn_top1": float((probs.argmax(1) == query[1]).float().mean())}

@@ -73,3 +73,19 @@ def test_video_generators_improve_on_their_start(before_after):
         assert m[key] < 0.9 * untrained[key], (key, untrained[key], m[key])
     # the baselines are computed from the same held-out clips before and after: they must not move
     assert m["video_l2_mean_frame"] == pytest.approx(untrained["video_l2_mean_frame"])
+
+
+def test_the_knn_probe_does_not_change_training(tmp_path):
+    """eval.probe_every is not part of a stage's key, so probing must leave the trained weights bit-equal."""
+    torch.set_num_threads(1)
+    weights = []
+    for every in (0, 1):
+        cfg = apply_overrides(tiny(), {"train.pose_epochs": 2, "data.max_videos": 16, "eval.probe_every": every})
+        cache, out = P.prepared(cfg.data.source, cfg), tmp_path / f"probe{every}"
+        out.mkdir()
+        events = list(P.pretrain_stage("pose", cfg, cache, {}, out, "test", torch.device("cpu")))
+        probes = [e for e in events if "probe/synthetic/knn_top1" in e]
+        assert len(probes) == 2 * every
+        weights.append(torch.load(out / "model.pt", weights_only=True)["model"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
