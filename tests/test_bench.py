@@ -130,3 +130,18 @@ def test_study_search_with_and_without_pruning(capsys, tmp_path):
         positive(row, "epoch_s", "trial_s", "epochs_trained")
         assert 0.0 <= row["best"] <= 1.0
     positive(data["headline"], "compute_ratio")
+
+
+def test_shared_flags_mean_the_same_as_in_train_and_studies(tmp_path, capsys):
+    """--smoke (smallest size), --set (config overrides), --out (the JSON file) as in csvr.train and the studies;
+    a mistyped key is one line and exit code 2."""
+    out = tmp_path / "step.json"
+    report = bench.main(["step", "--smoke", "--device", "cpu", "--backbones", "r3d", "--set", "model.width=4",
+                         "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["command"] == "step" and data["settings"]["steps"] == 1 and report.rows
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["step", "--smoke", "--set", "model.widht=4"])
+    assert exit_.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "did you mean model.width" in err[0]

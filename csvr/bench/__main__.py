@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Callable
 
 from csvr.bench import __doc__ as PACKAGE_DOC
-from csvr.bench.common import STEP_RATE, Report, format_report, machine
+from csvr.bench.common import STEP_RATE, Report, apply_smoke, bench_config, format_report, machine
 from csvr.bench.loader import bench_loader
 from csvr.bench.prepare import bench_prepare
 from csvr.bench.step import BACKBONES, bench_step
 from csvr.bench.study import bench_study
+from csvr.cli import add_config_flags, bad_input
 
 # ---------------------------------------------------------------------------------------------
 # CLI
@@ -29,10 +30,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Report]] = {
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m csvr.bench", description=PACKAGE_DOC.split("\n")[0])
     p.add_argument("command", choices=COMMANDS)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--json", default="", help="write every number to this file")
-    p.add_argument("--preset", choices=("tiny", "paper"), default=None,
-                   help="sizes (default: step tiny on CPU / paper on CUDA; loader, prepare paper)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (auto: CUDA if present)")
+    p.add_argument("--json", default="", help="write every number to this file (the same as --out)")
+    add_config_flags(p, preset_default=None, data_default=None,
+                     preset_help="sizes (default: step tiny on CPU / paper on CUDA; loader, prepare paper)",
+                     out_help="write every number to this JSON file (the same as --json)")
     p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=None, help="step: V-networks")
     p.add_argument("--batch", type=int, default=0, help="step: batch size (default 4 on CPU, 16 on CUDA)")
     p.add_argument("--steps", type=int, default=0, help="step: timed steps (default 3 on CPU, 20 on CUDA)")
@@ -59,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> Report:
     args = parser().parse_args(argv)
+    args.json = args.json or args.out or ""
+    with bad_input():
+        if args.smoke:
+            apply_smoke(args)
+        bench_config(args, "paper")  # a mistyped --set key or --data fails here, in one line
     report = COMMANDS[args.command](args)
     print(format_report(report), flush=True)
     if args.json:

@@ -143,3 +143,27 @@ def format_report(report: Report) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     settings = ", ".join(f"{k}={v}" for k, v in report.settings.items())
     return "\n".join([f"# {report.command}: {settings}", *lines, report.headline])
+
+
+# --smoke: every benchmark at its smallest size (the same flag as in csvr.train and the studies: a quick check
+# of the code path, not a measurement). Only sizes the user left unset are shrunk.
+SMOKE_SIZES = {"steps": 1, "warmup": 0, "clips": 2, "frames": 12, "videos": 2, "grid": 2, "trials": 2, "seeds": 1,
+               "joint_epochs": 1}
+
+
+def apply_smoke(args) -> None:
+    args.preset = args.preset or "tiny"
+    for name, value in SMOKE_SIZES.items():
+        if hasattr(args, name) and not getattr(args, name):
+            setattr(args, name, value)
+
+
+def bench_config(args, default_preset: str):
+    """The preset (--preset, else the benchmark's default) with --data as data.source and every --set applied:
+    the same flags mean the same here as in csvr.train and the studies."""
+    from csvr.config import apply_overrides, parse_overrides, preset
+
+    overrides = parse_overrides(list(args.set))
+    if args.data:
+        overrides["data.source"] = args.data
+    return apply_overrides(preset(args.preset or default_preset), overrides)

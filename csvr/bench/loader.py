@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from csvr.bench.common import SAMPLES, STEP_RATE, Report, folder_tree, sample_video
-from csvr.config import Config, preset
+from csvr.bench.common import bench_config
+from csvr.config import Config
 from csvr.data import augment as A
 
 # ---------------------------------------------------------------------------------------------
@@ -99,11 +100,20 @@ def _default_cache(tmp: Path, cfg: Config, frames: int) -> Path:
     return cache
 
 
+def _data_cache(args: argparse.Namespace, cfg: Config, tmp: Path) -> Path:
+    """--data KIND:PATH reads that dataset's prepared cache (prepared once, as training does); else sample videos."""
+    if args.data:
+        from csvr.pipeline import prepared
+
+        return prepared(args.data, cfg)
+    return _default_cache(tmp, cfg, args.frames or 0)
+
+
 def bench_loader(args: argparse.Namespace) -> Report:
-    cfg = preset(args.preset or "paper")
+    cfg = bench_config(args, "paper")
     clips = args.clips or 40
     with tempfile.TemporaryDirectory(prefix="csvr-bench-") as tmp:
-        cache = Path(args.cache) if args.cache else _default_cache(Path(tmp), cfg, args.frames or 0)
+        cache = Path(args.cache) if args.cache else _data_cache(args, cfg, Path(tmp))
         originals = Path(args.originals) if args.originals else None
         items = [(ds, i) for ds in _split_datasets(cache, cfg) for i in range(len(ds))]
         poses = [(ds, i) for ds in _split_datasets(cache, cfg, poses_only=True) for i in range(len(ds))]

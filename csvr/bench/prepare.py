@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from csvr.bench.common import SAMPLES, Report, folder_tree, sample_video
-from csvr.config import preset
+from csvr.bench.common import bench_config
 
 # ---------------------------------------------------------------------------------------------
 # prepare: videos/s and pose frames/s per core, 1 vs 2 Ray workers
@@ -60,7 +60,7 @@ def bench_prepare(args: argparse.Namespace) -> Report:
     from csvr.data.layouts import read_dataset
 
     frames, videos = args.frames or 60, args.videos
-    size = preset(args.preset or "paper").data.cache_size
+    size = bench_config(args, "paper").data.cache_size
     with tempfile.TemporaryDirectory(prefix="csvr-bench-") as tmp:
         root = folder_tree(Path(tmp) / "originals", [sample_video(SAMPLES[0])], videos, frames)
         index = read_dataset(f"folder:{root}")

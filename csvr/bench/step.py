@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from csvr.bench.common import Report, peak_mib, reset_peak
-from csvr.config import Config, apply_overrides, preset
+from csvr.bench.common import bench_config
+from csvr.config import Config, apply_overrides
 
 BACKBONES = ("r2plus1d", "r3d", "s3d", "c3d")
 CLASSES = 101  # classifier width of the plain step (UCF101)
@@ -144,7 +145,7 @@ def _step_config(args: argparse.Namespace, device: torch.device) -> tuple[Config
     settings = {"device": str(device), "preset": args.preset or ("paper" if cuda else "tiny"),
                 "batch": args.batch or (16 if cuda else 4), "steps": args.steps or (20 if cuda else 3),
                 "warmup": args.warmup if args.warmup is not None else (5 if cuda else 2)}
-    cfg = apply_overrides(preset(settings["preset"]), {"data.batch_size": settings["batch"]})
+    cfg = apply_overrides(bench_config(args, settings["preset"]), {"data.batch_size": settings["batch"]})
     d = cfg.data
     settings["precision"] = "bf16+channels_last_3d" if cuda and cfg.train.amp else "fp32"
     settings["clip"] = f"3x{d.clip_len}x{d.size}x{d.size}"
