@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -86,6 +87,13 @@ def run_folders(args: argparse.Namespace) -> tuple[Path, Path]:
     return out, out / "stages"
 
 
+def quiet_native_logs() -> None:
+    """MediaPipe / TFLite / absl write INFO and WARNING lines from C++ (in prepare's Ray workers too, which inherit
+    the environment): keep errors only, unless the user set these variables."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 @contextlib.contextmanager
 def incomplete_prepare() -> Iterator[None]:
     """Workers or nodes lost while preparing: one line saying how to resume, exit code 3 (as csvr.prepare)."""
@@ -102,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from csvr.pipeline import run_trial
 
     args = parse_args(argv)
+    quiet_native_logs()
     with bad_input():  # config first, then data, then the folder: the first real mistake is the one reported
         cfg = build_config(args)
         check_data(cfg)
