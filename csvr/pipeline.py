@@ -54,7 +54,8 @@ _CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim
 _VIDEO = tuple(dict.fromkeys(_POSE + _CONTEXT + (
     "model.integration", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
     "model.disc_channels", "loss.video_l2", "loss.generation_target", "train.video_epochs")))
-_JOINT = _VIDEO + ("loss.sigma_p", "loss.sigma_c", "train.joint_epochs", "train.checkpoint_epochs")
+_JOINT = _VIDEO + ("loss.sigma_p", "loss.sigma_c", "loss.sigma_scales_discriminator", "train.joint_epochs",
+                   "train.checkpoint_epochs")
 _FINETUNE = tuple(k for k in flatten(Config()) if k.startswith("finetune."))
 # The inception-score classifier (a scratch classifier on the pretraining data, Table II): no pretrained part,
 # so no loss weight, branch or epoch count of pretraining enters it; a sigma grid trains it once.

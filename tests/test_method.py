@@ -120,18 +120,34 @@ def _grads(cfg, part: str, seed: int = 0) -> torch.Tensor:
     batch = random_batch(cfg)
     torch.manual_seed(1)
     terms = stage_terms(model, batch, "joint", cfg, mode="one_stage")
-    terms.g.backward() if torch.is_tensor(terms.g) else None
+    (terms.d + terms.g).backward()  # one backward serves both players (OSGAN)
     return torch.cat([p.grad.flatten() for p in model.get_submodule(part).parameters() if p.grad is not None])
 
 
+@pytest.mark.parametrize("on_d", [False, True])
 @pytest.mark.parametrize("key, part", [("loss.sigma_p", "pose_generator.decoder"),
                                        ("loss.sigma_c", "context.iframe_head")])
-def test_sigma_scales_its_branch_gradients_proportionally(key, part):
-    """Parts that only one branch's loss trains get gradients exactly proportional to that branch's sigma."""
-    base = _grads(tiny4(**{key: 0.5}), part)
-    doubled = _grads(tiny4(**{key: 1.0}), part)
+def test_sigma_scales_its_branch_gradients_proportionally(key, part, on_d):
+    """Parts that only one branch's loss trains get gradients exactly proportional to that branch's sigma
+    (adversarial and L2 parts together), whether or not sigma also scales the discriminator."""
+    switch = {"loss.sigma_scales_discriminator": on_d}
+    base = _grads(tiny4(**{key: 0.5, **switch}), part)
+    doubled = _grads(tiny4(**{key: 1.0, **switch}), part)
     assert base.abs().sum() > 0
     assert torch.allclose(doubled, 2 * base, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("on_d, ratio", [(True, 2.0), (False, 1.0)])
+def test_sigma_on_the_discriminator_side_scales_its_gradients(on_d, ratio):
+    """Eq. 9's literal reading weights the whole min-max L_pose: D_p's gradients (loss and gradient penalty)
+    scale with sigma_p when loss.sigma_scales_discriminator, and do not otherwise."""
+    switch = {"loss.sigma_scales_discriminator": on_d}
+    base = _grads(tiny4(**{"loss.sigma_p": 0.5, **switch}), "pose_discriminator")
+    doubled = _grads(tiny4(**{"loss.sigma_p": 1.0, **switch}), "pose_discriminator")
+    assert base.abs().sum() > 0
+    assert torch.allclose(doubled, ratio * base, rtol=1e-4, atol=1e-7)
+    video_d = [_grads(tiny4(**{"loss.sigma_p": v, **switch}), "reconstructor.discriminator") for v in (0.5, 1.0)]
+    assert torch.allclose(video_d[0], video_d[1], rtol=1e-4, atol=1e-7)  # sigma_p leaves D_v alone
 
 
 def test_eq8_halves_each_video_loss():

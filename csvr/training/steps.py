@@ -7,8 +7,8 @@ they are for:
                d + g is backpropagated once;
   "d"          the discriminator phase of an alternating update (fakes detached, no generator graph);
   "g"          the generator phase (discriminators frozen by the caller).
-The discriminators' losses are not weighted by sigma: in Eq. 9 sigma_p scales the min-max objective,
-which changes only the discriminator's step size; the generator side carries the weights.
+Eq. 9 weights the whole min-max L_pose by sigma_p; with `loss.sigma_scales_discriminator` (the paper preset's
+literal reading) D_p's loss and gradient penalty are scaled too, otherwise only the generator side is.
 """
 from __future__ import annotations
 
@@ -49,15 +49,15 @@ def video_weights(target: str) -> dict[str, float]:
 
 
 def pose_terms(model: CSVR, batch: dict, cfg: LossConfig, mode: str, g_weight: float = 1.0,
-               train_encoder: bool = True) -> Terms:
-    """Eq. 1: adversarial + masked L2 + WGAN-GP on D_p(. | P_in)."""
+               train_encoder: bool = True, d_weight: float = 1.0) -> Terms:
+    """Eq. 1: adversarial + masked L2 + WGAN-GP on D_p(. | P_in); `d_weight` scales the discriminator's side."""
     poses, mask = batch["poses"], batch["pose_mask"]
     real, fmask = batch["future_poses"], batch["future_pose_mask"]
     with torch.no_grad() if mode == "d" or not train_encoder else nullcontext():
         pred, _ = model.pose_generator(poses, mask)  # P_gen (B, T', N, 2)
     critic = lambda p: model.pose_discriminator(p, poses, mask, fmask)  # noqa: E731
     return _adversarial(critic, real, pred, L.masked_pose_l2(pred, real, fmask), "pose", cfg, mode, g_weight,
-                        cfg.pose_l2, cfg.gradient_penalty)
+                        cfg.pose_l2, cfg.gradient_penalty, d_weight)
 
 
 def video_terms(gan: VideoGAN, f_i: Tensor, target: Tensor, name: str, cfg: LossConfig, mode: str,
@@ -80,8 +80,9 @@ def context_terms(model: CSVR, batch: dict, cfg: LossConfig) -> tuple[Terms, Ten
 
 
 def _adversarial(critic, real: Tensor, fake: Tensor, l2: Tensor, name: str, cfg: LossConfig, mode: str,
-                 g_weight: float, l2_weight: float, gp_weight: float) -> Terms:
-    """The shared GAN pattern of Eqs. 1, 6, 7 for one generator/discriminator pair."""
+                 g_weight: float, l2_weight: float, gp_weight: float, d_weight: float = 1.0) -> Terms:
+    """The shared GAN pattern of Eqs. 1, 6, 7 for one generator/discriminator pair. The generator's loss is
+    scaled by g_weight, the discriminator's (with its gradient penalty) by d_weight."""
     adv = cfg.adversarial
     logs = {f"{name}/l2": l2.detach()}
     if adv == 0:  # no adversarial game: the generator side is the L2 term alone, the discriminator idles
@@ -92,21 +93,21 @@ def _adversarial(critic, real: Tensor, fake: Tensor, l2: Tensor, name: str, cfg:
         logs[f"{name}/g_adv"] = g_adv.detach()
         return Terms(0.0, g_weight * (adv * g_adv + l2_weight * l2), logs)
     real_logits = critic(real)
-    if mode == "one_stage":
+    if mode == "one_stage" and d_weight > 0:
         fake_in, scale = one_stage(fake)
         fake_logits = critic(fake_in)
-        scale.copy_(generator_scale(fake_logits, g_weight * adv, adv))
+        scale.copy_(generator_scale(fake_logits, g_weight * adv, d_weight * adv))
         g = g_weight * l2_weight * l2
-    else:  # "d"
+    else:  # "d", or a one-stage update whose discriminator side weighs 0 (sigma_p = 0 scaling D_p): no game
         fake_logits = critic(fake.detach())
-        g = 0.0
-    d = adv * L.d_loss(real_logits, fake_logits)
+        g = g_weight * l2_weight * l2 if mode == "one_stage" else 0.0
+    d = d_weight * adv * L.d_loss(real_logits, fake_logits)
     logs.update({f"{name}/d_real": L.F.softplus(-real_logits).mean().detach(),
                  f"{name}/d_fake": L.d_fake_loss(fake_logits).detach(),
                  f"{name}/g_adv": L.g_adv_loss(fake_logits).detach()})
     if gp_weight > 0:
         gp = L.gradient_penalty(critic, real, fake)
-        d = d + gp_weight * gp
+        d = d + d_weight * gp_weight * gp
         logs[f"{name}/gp"] = gp.detach()
     return Terms(d, g, logs)
 
@@ -141,7 +142,8 @@ def _video_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
 
 def _joint_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
     """Eq. 9: L = sigma_p L_pose + sigma_c L_context + L_video, end to end."""
-    pose = pose_terms(model, batch, lc, mode, g_weight=lc.sigma_p)
+    pose = pose_terms(model, batch, lc, mode, g_weight=lc.sigma_p,
+                      d_weight=lc.sigma_p if lc.sigma_scales_discriminator else 1.0)
     context, f_s = context_terms(model, batch, lc)
     f_d = model.pose_generator.motion_feature(batch["poses"], batch["pose_mask"])
     video = _video_terms(model, model.integration(f_d, f_s), batch, lc, mode)
