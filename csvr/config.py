@@ -73,6 +73,7 @@ class LossConfig:
     sigma_p: float = 0.75  # Eq. 9 weight of L_pose (Fig. 3)
     sigma_c: float = 0.75  # Eq. 9 weight of L_context (Fig. 3)
     temperature: float = 0.07  # tau in Eq. 2
+    context_negatives: int = 3  # negative I-frames per anchor, from other videos (Section IV-B: three); 0 = all
     gradient_penalty: float = 10.0  # WGAN-GP weight (lambda)
     pose_l2: float = 1.0  # weight of the pose L2 term in Eq. 1
     video_l2: float = 1.0  # weight of the pixel L2 terms in Eqs. 6-7
@@ -157,8 +158,9 @@ def tiny() -> Config:
     Adam (betas 0.5, 0.999) instead of SGD, because SGD at the paper's lr rule diverged or stalled on the
     video GANs within the few hundred steps a CPU affords; branch pretraining long enough for each branch to
     beat its trivial baseline; frozen-feature k-NN evaluation (`eval.protocol=knn`), which is cheap and has
-    no finetuning noise; a k-NN probe every 5 pretraining epochs; sigma on the generator side only
-    (loss.sigma_scales_discriminator=false, as results/ was measured)."""
+    no finetuning noise; a k-NN probe every 5 pretraining epochs; sigma on the generator side only and every
+    other clip's I-frames as negatives (loss.sigma_scales_discriminator=false, loss.context_negatives=0: how
+    results/ was measured)."""
     return Config(
         data=DataConfig(cache_size=64, clip_len=8, future_len=8, stride=2, size=32, batch_size=8, workers=0),
         model=ModelConfig(width=8, feature_dim=32, head_hidden=64, pose_channels=32, pose_noise_dim=8,
@@ -166,7 +168,7 @@ def tiny() -> Config:
         train=TrainConfig(pose_epochs=30, context_epochs=20, video_epochs=20, joint_epochs=5, optimizer="adam",
                           lr_per_sample=0.0001, weight_decay=0.0, log_every=8, checkpoint_epochs=(1, 5)),
         # results/feature_source_knn.md was measured with sigma on the generator side only: kept, to reproduce it
-        loss=LossConfig(sigma_scales_discriminator=False),
+        loss=LossConfig(sigma_scales_discriminator=False, context_negatives=0),
         finetune=FinetuneConfig(epochs=20, batch_size=8, lr_per_sample=0.005, weight_decay=0.0005),
         eval=EvalConfig(protocol="knn", retrieval_clips=1, test_clips=2, probe_every=5),
     )
@@ -267,6 +269,8 @@ def validate(cfg: Config) -> None:
         v = getattr(cfg.loss, key)
         if not SIGMA_RANGE[0] <= v <= SIGMA_RANGE[1]:
             raise ConfigError(f"loss.{key}={v} is out of range {list(SIGMA_RANGE)}; the paper uses 0.5-1.25")
+    if cfg.loss.context_negatives < 0:
+        raise ConfigError(f"loss.context_negatives must be >= 0 (0 = all), got {cfg.loss.context_negatives}")
     d = cfg.data
     for key in ("clip_len", "future_len", "stride", "size", "batch_size", "cache_size"):
         if getattr(d, key) < 1:

@@ -22,24 +22,40 @@ from torch import Tensor
 # context matching (Eq. 2, Eq. 10, L2 variant)
 
 
-def mi_infonce(x: Tensor, z: Tensor, mask: Tensor, temperature: float) -> Tensor:
-    """Eq. 2: every I-frame of clip i is a positive; I-frames of the other clips are negatives.
+def mi_infonce(x: Tensor, z: Tensor, mask: Tensor, temperature: float, negatives: int = 0) -> Tensor:
+    """Eq. 2: every I-frame of clip i is a positive; I-frames of the other clips are negatives (all of them, or
+    `negatives` drawn at random per anchor: Section IV-B's "three negative frames from other video").
 
     x: (B, C) video embeddings x_i*; z: (B, K, C) I-frame embeddings z*; mask: (B, K) valid I-frames.
     """
     b, k, _ = z.shape
     sim = F.normalize(x, dim=-1) @ F.normalize(z, dim=-1).reshape(b * k, -1).T / temperature  # (B, B*K)
     valid = mask.reshape(1, b * k).expand(b, -1)  # (B, B*K)
-    own = torch.eye(b, dtype=torch.bool, device=x.device).repeat_interleave(k, dim=1) & valid  # positives
+    own_block = torch.eye(b, dtype=torch.bool, device=x.device).repeat_interleave(k, dim=1)
+    own = own_block & valid  # positives
+    others = valid & ~own_block
+    used = own | (sample_negatives(others, negatives) if negatives else others)
     neg_inf = torch.finfo(sim.dtype).min
     log_pos = torch.logsumexp(sim.masked_fill(~own, neg_inf), dim=1)  # log sum_pos exp(cos/tau)
-    log_all = torch.logsumexp(sim.masked_fill(~valid, neg_inf), dim=1)  # + sum_neg
+    log_all = torch.logsumexp(sim.masked_fill(~used, neg_inf), dim=1)  # + sum_neg
     return (log_all - log_pos).mean()
 
 
-def infonce(x: Tensor, z: Tensor, temperature: float) -> Tensor:
-    """Eq. 10: one I-frame z_i per clip; x: (B, C), z: (B, C)."""
+def sample_negatives(candidates: Tensor, n: int) -> Tensor:
+    """n of each row's True entries, uniformly at random (all of them where a row has fewer). (R, M) bool."""
+    score = torch.rand(candidates.shape, device=candidates.device).masked_fill(~candidates, -1.0)
+    top = score.topk(min(n, candidates.shape[1]), dim=1).indices
+    return torch.zeros_like(candidates).scatter(1, top, True) & candidates
+
+
+def infonce(x: Tensor, z: Tensor, temperature: float, negatives: int = 0) -> Tensor:
+    """Eq. 10: one I-frame z_i per clip; x: (B, C), z: (B, C); the other clips' I-frames are the negatives (all, or
+    `negatives` of them at random per anchor)."""
     logits = F.normalize(x, dim=-1) @ F.normalize(z, dim=-1).T / temperature  # (B, B)
+    if negatives:
+        eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+        keep = eye | sample_negatives(~eye, negatives)
+        logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
     return F.cross_entropy(logits, torch.arange(len(x), device=x.device))
 
 
@@ -55,11 +71,12 @@ def pick_one_iframe(z: Tensor, mask: Tensor, generator: torch.Generator | None =
     return z[torch.arange(len(z), device=z.device), choice]
 
 
-def context_loss(kind: str, x: Tensor, z: Tensor, mask: Tensor, temperature: float) -> Tensor:
+def context_loss(kind: str, x: Tensor, z: Tensor, mask: Tensor, temperature: float, negatives: int = 0) -> Tensor:
+    """Table IV's objectives; `negatives` (loss.context_negatives) per anchor, 0 = every other clip's I-frames."""
     if kind == "mi_infonce":
-        return mi_infonce(x, z, mask, temperature)
+        return mi_infonce(x, z, mask, temperature, negatives)
     single = pick_one_iframe(z, mask)
-    return infonce(x, single, temperature) if kind == "infonce" else l2_context(x, single)
+    return infonce(x, single, temperature, negatives) if kind == "infonce" else l2_context(x, single)
 
 
 @torch.no_grad()

@@ -50,7 +50,7 @@ _OPTIM = ("train.seed", "train.lr_per_sample", "train.momentum", "train.weight_d
 _POSE = _DATA + _OPTIM + ("model.joints", "model.pose_channels", "model.pose_noise_dim", "loss.pose_l2",
                           "loss.gradient_penalty", "loss.adversarial", "train.pose_epochs")
 _CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim", "model.head_hidden",
-                             "loss.context", "loss.temperature", "train.context_epochs")
+                             "loss.context", "loss.temperature", "loss.context_negatives", "train.context_epochs")
 _VIDEO = tuple(dict.fromkeys(_POSE + _CONTEXT + (
     "model.integration", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
     "model.disc_channels", "loss.video_l2", "loss.generation_target", "train.video_epochs")))

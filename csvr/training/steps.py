@@ -73,7 +73,7 @@ def context_terms(model: CSVR, batch: dict, cfg: LossConfig) -> tuple[Terms, Ten
     """Eq. 2 (or Eq. 10 / L2 for Table IV). Returns the terms and f_s."""
     f_s = model.context.video_embedding(batch["clip"])  # x* (B, C)
     z = model.context.iframe_embedding(batch["iframes"])  # z* (B, K, C)
-    loss = L.context_loss(cfg.context, f_s, z, batch["iframe_mask"], cfg.temperature)
+    loss = L.context_loss(cfg.context, f_s, z, batch["iframe_mask"], cfg.temperature, cfg.context_negatives)
     logs = {"context/loss": loss.detach(), "context/acc": L.context_accuracy(f_s.detach(), z.detach(),
                                                                             batch["iframe_mask"])}
     return Terms(0.0, loss, logs), f_s
