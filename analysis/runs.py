@@ -188,12 +188,13 @@ class Artifacts:
             self._frames[run_id, artifact_path] = None if path is None else pd.read_csv(path)
         return self._frames[run_id, artifact_path]
 
-    def correct(self, run_id: str, dataset: str) -> pd.Series | None:
-        """1/0 per test video (indexed by the video's index in the test split), or None."""
+    def correct(self, run_id: str, dataset: str, column: str = "correct") -> pd.Series | None:
+        """1/0 per test video (indexed by the video's index in the test split) of `column` (correct: top-1;
+        retrieval_r<k>: a same-class video among the k nearest), or None."""
         frame = self.frame(run_id, f"eval/{dataset}/per_video.csv")
-        if frame is None or not {"video", "correct"} <= set(frame.columns):
+        if frame is None or not {"video", column} <= set(frame.columns):
             return None
-        return frame.set_index("video")["correct"].astype(float).sort_index()
+        return frame.set_index("video")[column].astype(float).sort_index()
 
     def test_set(self, run_id: str, dataset: str) -> TestSet | None:
         per_class = self.frame(run_id, f"eval/{dataset}/per_class.csv")

@@ -43,7 +43,7 @@ from analysis.stats import (ALPHA, MAX_SEEDS, POWER, Interval, bootstrap_accurac
 
 Label = tuple  # a row or column label: the values of its keys, e.g. ("r3d", "kinetics400")
 FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}  # --format -> file extension
-TOP1 = re.compile(r"^eval/([^/]+)/top1$")  # metrics with per-video predictions behind them
+TOP1 = re.compile(r"^eval/([^/]+)/(top1|retrieval_r\d+)$")  # metrics with per-video values behind them
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,8 @@ def cell_videos(sources: Mapping[Any, tuple[str, str]], artifacts: Artifacts | N
     out = {}
     for seed, (run_id, name) in sources.items():
         match = TOP1.match(name)
-        correct = artifacts.correct(run_id, match.group(1)) if match and artifacts else None
+        column = "correct" if match and match.group(2) == "top1" else (match.group(2) if match else "")
+        correct = artifacts.correct(run_id, match.group(1), column) if match and artifacts else None
         if correct is not None:
             out[seed] = correct
     return out

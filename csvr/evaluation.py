@@ -62,13 +62,20 @@ def recognition(probs: Tensor, labels: Tensor, classes: int) -> dict:
             "per_class": per_class, "support": support, "confusion": confusion}
 
 
-def retrieval(query: Tensor, query_labels: Tensor, gallery: Tensor, gallery_labels: Tensor,
-              ks: Iterable[int]) -> dict[str, float]:
-    """R@k of test queries against the train gallery, cosine similarity."""
+def retrieval_hits(query: Tensor, query_labels: Tensor, gallery: Tensor, gallery_labels: Tensor,
+                   ks: Iterable[int]) -> dict[str, Tensor]:
+    """Per test query, 1 if a same-class train video is among its k nearest (cosine): {"retrieval_r<k>": (Q,)}."""
     sim = nn.functional.normalize(query, dim=1) @ nn.functional.normalize(gallery, dim=1).T  # (Q, G)
     order = sim.argsort(dim=1, descending=True)
     hits = gallery_labels[order] == query_labels[:, None]  # (Q, G)
-    return {f"retrieval_r{k}": float(hits[:, :k].any(1).float().mean()) for k in ks}
+    return {f"retrieval_r{k}": hits[:, :k].any(1).float() for k in ks}
+
+
+def retrieval(query: Tensor, query_labels: Tensor, gallery: Tensor, gallery_labels: Tensor,
+              ks: Iterable[int]) -> dict[str, float]:
+    """R@k of test queries against the train gallery, cosine similarity (the mean of `retrieval_hits`)."""
+    return {name: float(hit.mean()) for name, hit in retrieval_hits(query, query_labels, gallery, gallery_labels,
+                                                                     ks).items()}
 
 
 @torch.no_grad()

@@ -417,12 +417,13 @@ def evaluate(cfg: Config, spec: str, classifier: Classifier | None, stages: dict
     else:
         probs, labels = frozen_scores(cfg, query, gallery, len(classes)), query[1]
     rec = E.recognition(probs, labels, len(classes))
-    ret = E.retrieval(*query, *gallery, cfg.eval.retrieval_ks)
+    hits = E.retrieval_hits(*query, *gallery, cfg.eval.retrieval_ks)  # per test video, in test-split order
+    ret = {name: float(hit.mean()) for name, hit in hits.items()}
     groups = E.group_accuracy(rec["per_class"], [c.get("group") for c in classes])
     metrics = {f"eval/{kind}/top1": rec["top1"], f"eval/{kind}/mean_class_acc": rec["mean_class_acc"],
                **{f"eval/{kind}/{k}": v for k, v in ret.items()},
                **{f"eval/{kind}/group/{g}": v for g, v in groups.items()}}
-    files = reports.write_eval_artifacts(artifacts / "eval" / kind, rec, ret, classes, probs, labels)
+    files = reports.write_eval_artifacts(artifacts / "eval" / kind, rec, ret, classes, probs, labels, hits)
     return metrics, {f"eval/{kind}/{p.name}": str(p) for p in files}
 
 

@@ -31,10 +31,11 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def write_eval_artifacts(folder: Path, rec: dict, ret: dict, classes: list[dict], probs: torch.Tensor | None = None,
-                         labels: torch.Tensor | None = None) -> list[Path]:
+                         labels: torch.Tensor | None = None, hits: dict[str, torch.Tensor] | None = None) -> list[Path]:
     """per_class.csv (class_index, class_name, group, accuracy, support), per_video.csv (video, label,
-    prediction, correct, confidence: one row per test video, in test-split order; what analysis/
-    bootstraps over), confusion.png, retrieval.json."""
+    prediction, correct, confidence and, with `hits`, retrieval_r<k> = 1 if the video's k nearest train videos
+    hold its class: one row per test video, in test-split order; what analysis/ bootstraps over), confusion.png,
+    retrieval.json."""
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"class_index": [c["index"] for c in classes], "class_name": [c["name"] for c in classes],
                           "group": [c.get("group") for c in classes], "accuracy": rec["per_class"],
@@ -42,17 +43,19 @@ def write_eval_artifacts(folder: Path, rec: dict, ret: dict, classes: list[dict]
     table.to_csv(folder / "per_class.csv", index=False)
     files = [folder / "per_class.csv"]
     if probs is not None and labels is not None:
-        files.append(write_per_video(folder / "per_video.csv", probs, labels))
+        files.append(write_per_video(folder / "per_video.csv", probs, labels, hits or {}))
     files.append(plot_confusion(folder / "confusion.png", rec, [c["name"] for c in classes]))
     files.append(write_json(folder / "retrieval.json", ret))
     return files
 
 
-def write_per_video(path: Path, probs: torch.Tensor, labels: torch.Tensor) -> Path:
-    """probs (V, classes), labels (V,) -> one row per test video."""
+def write_per_video(path: Path, probs: torch.Tensor, labels: torch.Tensor,
+                    hits: dict[str, torch.Tensor] | None = None) -> Path:
+    """probs (V, classes), labels (V,), per-video retrieval hits {"retrieval_r<k>": (V,)} -> one row per test video."""
     confidence, pred = probs.max(1)
     pd.DataFrame({"video": np.arange(len(labels)), "label": labels.numpy(), "prediction": pred.numpy(),
-                  "correct": (pred == labels).int().numpy(), "confidence": confidence.numpy().round(6)}
+                  "correct": (pred == labels).int().numpy(), "confidence": confidence.numpy().round(6),
+                  **{name: hit.int().numpy() for name, hit in (hits or {}).items()}}
                  ).to_csv(path, index=False)
     return path
 

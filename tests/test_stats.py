@@ -101,3 +101,8 @@ def test_per_video_artifact_and_confusion(tmp_path):
     assert per_video["video"].tolist() == [0, 1, 2, 3] and per_video["prediction"].tolist() == [0, 1, 0, 2]
     assert per_video["correct"].tolist() == [1, 1, 0, 1] and per_video["correct"].mean() == rec["top1"]
     assert (tmp_path / "confusion.png").stat().st_size > 1000
+    # with per-query retrieval hits, R@k gets its per-video column too (what a one-seed R@k cell bootstraps over)
+    hits = {"retrieval_r1": torch.tensor([1.0, 0.0, 1.0, 0.0]), "retrieval_r5": torch.ones(4)}
+    reports.write_eval_artifacts(tmp_path, rec, {"retrieval_r1": 0.5, "retrieval_r5": 1.0}, classes, probs, labels, hits)
+    per_video = pd.read_csv(tmp_path / "per_video.csv")
+    assert per_video["retrieval_r1"].tolist() == [1, 0, 1, 0] and per_video["retrieval_r5"].mean() == 1.0
