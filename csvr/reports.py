@@ -122,12 +122,12 @@ def write_samples(folder: Path, model, batch: dict, device: torch.device, count:
     for i, (ax, p, real, m) in enumerate(zip(axes[0], poses.cpu(), b["future_poses"].cpu(),
                                              b["future_pose_mask"].cpu())):
         ax.scatter(real[..., 0][m], real[..., 1][m], s=6, c="tab:blue", label="real future pose")
-        ax.scatter(p[..., 0].flatten(), p[..., 1].flatten(), s=6, c="tab:orange", alpha=0.5,
-                   label="predicted (G_p)")
+        ax.scatter(p[..., 0][m], p[..., 1][m], s=6, c="tab:orange", alpha=0.5,
+                   label="predicted (G_p)")  # the joints and frames the pose MSE scores (undetected ones left out)
         ax.invert_yaxis()
         ax.set_xlabel("x (fraction of crop width)")
         ax.set_ylabel("y (fraction of crop height, down)")
-        ax.set_title(f"video {i}: all joints, all future frames", fontsize=8)
+        ax.set_title(f"video {i}: detected joints, all future frames", fontsize=8)
         ax.legend(fontsize=7)
     fig.suptitle("Future 2D poses: real vs predicted", fontsize=9)
     fig.tight_layout()
