@@ -135,11 +135,12 @@ def pretext_metrics(model: CSVR, loader: Iterable[dict], is_classifier: nn.Modul
     probs = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-        for name, value in _pretext_batch(model, batch).items():
+        values, f_i = _pretext_batch(model, batch)
+        for name, value in values.items():
             sums.setdefault(name, []).append(value.float())
         if is_classifier is not None:
             is_classifier.eval()
-            fake = model.reconstructor.generator(_f_i(model, batch))
+            fake = model.reconstructor.generator(f_i)
             probs.append(is_classifier({"clip": fake, "poses": batch["poses"],
                                         "pose_mask": batch["pose_mask"]}).softmax(-1).float().cpu())
     out = {name: float(torch.stack(values).mean()) for name, values in sums.items()}
@@ -149,20 +150,15 @@ def pretext_metrics(model: CSVR, loader: Iterable[dict], is_classifier: nn.Modul
     return out
 
 
-def _f_i(model: CSVR, batch: dict) -> Tensor:
-    f_s = model.context.video_embedding(batch["clip"])
-    return model.integration(model.pose_generator.motion_feature(batch["poses"], batch["pose_mask"]), f_s)
-
-
-def _pretext_batch(model: CSVR, batch: dict) -> dict[str, Tensor]:
-    """One held-out batch: every pretext metric and its baselines."""
+def _pretext_batch(model: CSVR, batch: dict) -> tuple[dict[str, Tensor], Tensor]:
+    """One held-out batch: every pretext metric and its baselines, and f_i (the IS samples reuse it)."""
     poses, mask = batch["poses"], batch["pose_mask"]
     future, fmask = batch["future_poses"], batch["future_pose_mask"]
     t_future = future.shape[1]
     f_s = model.context.video_embedding(batch["clip"])
     z = model.context.iframe_embedding(batch["iframes"])
-    pred, _ = model.pose_generator(poses, mask)
-    f_i = model.integration(model.pose_generator.motion_feature(poses, mask), f_s)
+    pred, f_d = model.pose_generator(poses, mask)  # one encoder pass gives P_gen and f_d
+    f_i = model.integration(f_d, f_s)
     clip, future_clip = batch["clip"], batch["future"]
     return {
         "context_acc": L.context_accuracy(f_s, z, batch["iframe_mask"]),
@@ -174,4 +170,4 @@ def _pretext_batch(model: CSVR, batch: dict) -> dict[str, Tensor]:
         "video_l2_predict": L.pixel_l2(model.predictor.generator(f_i), future_clip),
         "video_l2_mean_frame": L.pixel_l2(L.mean_frame(clip), clip),
         "video_l2_mean_frame_future": L.pixel_l2(L.mean_frame(clip, future_clip.shape[2]), future_clip),
-    }
+    }, f_i
