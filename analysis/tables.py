@@ -87,6 +87,7 @@ class Table:
     cells: dict[tuple[Label, Label], Cell]
     notes: list[str] = field(default_factory=list)
     test_sets: dict[str, TestSet] = field(default_factory=dict)  # dataset -> test videos, classes
+    key_notes: dict[str, str] = field(default_factory=dict)  # spec.key_notes filled from the runs
 
     def cell(self, row: Label, col: Label) -> Cell:
         return self.cells.get((row, col), Cell())
@@ -294,16 +295,29 @@ def collect(spec: TableSpec, runs: StudyRuns, dataset: str | None = None, artifa
     orders = label_orders(spec, datasets)
     rows = ordered({r for r, _ in cells} | paper_rows, label_keys(spec, "rows"), orders)
     cols = ordered({c for _, c in cells} | paper_cols, label_keys(spec, "columns"), orders)
-    table = Table(spec, runs.study, one, rows, cols, cells, test_sets=test_sets(runs.trials, datasets, artifacts))
+    table = Table(spec, runs.study, one, rows, cols, cells, test_sets=test_sets(runs.trials, datasets, artifacts),
+                  key_notes={k: fill_params(t, runs.trials) for k, t in spec.key_notes.items()})
     table.notes = study_notes(table, runs, datasets) + notes
     return table
+
+
+PLACEHOLDER = re.compile(r"\{([a-z_0-9]+\.[a-z_0-9]+)\}")
+
+
+def fill_params(template: str, runs: list[RunRecord]) -> str:
+    """"{train.pose_epochs} pose" -> "20 pose": each `{key}` becomes the runs' values of that param (several
+    joined by "/", "?" when no run logged it)."""
+    def values(match: re.Match) -> str:
+        found = sorted({str(v) for r in runs if (v := r.param(match.group(1))) is not None})
+        return "/".join(found) or "?"
+    return PLACEHOLDER.sub(values, template)
 
 
 def study_notes(table: Table, runs: StudyRuns, datasets: list[str | None]) -> list[str]:
     spec = table.spec
     cells = [(r, c) for r in table.rows for c in table.columns]
-    notes = [spec.note] if spec.note and any(table.paper(r, c) is not None or table.paper_elsewhere(r, c)
-                                             is not None for r, c in cells) else []
+    notes = [fill_params(spec.note, runs.trials)] if spec.note and any(
+        table.paper(r, c) is not None or table.paper_elsewhere(r, c) is not None for r, c in cells) else []
     notes += test_set_notes(table) + interval_notes(table) + paper_dataset_notes(table, datasets)
     if not runs.trials:
         notes.append("No finished trials.")
@@ -414,15 +428,17 @@ def label_text(label: Label, sep: str = " ") -> str:
     return sep.join(str(v) for v in label)
 
 
-def corner_text(spec: TableSpec) -> str:
-    rows = " / ".join(label_keys(spec, "rows"))
-    return f"{rows} \\ {' / '.join(spec.columns)}" if spec.columns else rows
+def corner_text(table: Table) -> str:
+    """"rows \\ columns" of the header; a key with a note (spec.key_notes) is followed by it in parentheses."""
+    named = lambda key: f"{key} ({table.key_notes[key]})" if key in table.key_notes else key  # noqa: E731
+    rows = " / ".join(named(k) for k in label_keys(table.spec, "rows"))
+    return f"{rows} \\ {' / '.join(named(k) for k in table.spec.columns)}" if table.spec.columns else rows
 
 
 def text_grid(table: Table, style: Style) -> tuple[list[str], list[list[str]]]:
     """Header and body of the table as strings (labels escaped for the format)."""
     inline, ref = table.spec.paper_inline, bool(table.spec.reference)
-    header = [style.escape(corner_text(table.spec))]
+    header = [style.escape(corner_text(table))]
     for col in table.columns:
         header += [style.escape(label_text(col))] + (["vs ref"] if ref else [])
         header += [] if inline else ["paper", style.delta]

@@ -1,5 +1,7 @@
 """Table II: pretext metrics and top-1 at joint-pretraining epochs 1, 5, 10, 20, 50, 120. All trials share
-one 120-epoch joint pretraining (same stage key) and finetune from its kept checkpoints.
+one 120-epoch joint pretraining (same stage key) and finetune from its kept checkpoints. Epochs count joint
+pretraining only, after branch pretraining; the paper counts from the start of pretraining (its Table II epoch 1
+equals training from scratch). The table says which count it uses (analysis/specs.py, DESIGN.md).
 
     python studies/pretext_correlation.py --smoke
 """
