@@ -20,7 +20,8 @@ its side differs, which a cache prepared at that short side avoids) and poses in
 flip, blur, colour jitter and normalisation run batched on the training device (`csvr.data.augment`).
 
 Temporal sampling (`sample_indices`): the sample spans (clip_len + future_len) * stride frames; training
-draws the start uniformly, evaluation takes the centred start. Randomness comes only from
+draws the start uniformly, evaluation takes the centred start. Finetuning samples (`finetune_clips`) have no
+future: they span clip_len * stride frames, like `EvalClips`' clips (same stride and span rule). Randomness comes only from
 `np.random.default_rng([seed, epoch, index])` (temporal start, window position), so a sample is a function of
 (seed, epoch, index).
 Short-video rule: if a video has fewer frames than the span, the stride drops to the largest value that
@@ -221,14 +222,15 @@ class ClipDataset(_CacheSplit):
     `frame_indices` (T+T',) and `iframe_indices` (K,) (-1 padded) for inspection. `csvr.data.augment` turns a
     batch of them into the model's inputs on the device. `frame_size` = R, the side of the delivered frames (the
     cache's short side avoids any resize here). `poses_only`: no video is opened (the pose pretraining stage):
-    poses, masks, label, index and frame_indices, from the pose track and the manifest's frame size."""
+    poses, masks, label, index and frame_indices, from the pose track and the manifest's frame size.
+    `iframes=False`: no I-frame slots (K = 0, nothing decoded for them); see `finetune_clips`."""
 
     def __init__(self, cache: Path, split: Split, clip_len: int, future_len: int, stride: int, frame_size: int,
-                 train: bool, seed: int = 0, max_videos: int = 0, poses_only: bool = False):
+                 train: bool, seed: int = 0, max_videos: int = 0, poses_only: bool = False, iframes: bool = True):
         super().__init__(cache, split, max_videos)
         self.clip_len, self.future_len, self.stride, self.frame_size = clip_len, future_len, stride, frame_size
         self.train, self.seed, self.poses_only = train, seed, poses_only
-        self.slots = clip_len * stride // GOP + 1  # K
+        self.slots = clip_len * stride // GOP + 1 if iframes else 0  # K
         self.shapes = list(zip(self.manifest["height"].astype(int), self.manifest["width"].astype(int)))
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers
 
@@ -247,7 +249,7 @@ class ClipDataset(_CacheSplit):
         n = video_count(path)
         indices, start, s = sample_indices(n, self.clip_len, self.future_len, self.stride, rng)
         keypoints, detected, keys = load_poses(self.pose_path(i), indices)
-        key_idx = select_iframes(keys, start, self.clip_len * s, self.slots, n)
+        key_idx = select_iframes(keys, start, self.clip_len * s, self.slots, n) if self.slots else keys[:0]
         frames, rows = decode(path, np.concatenate([indices, key_idx[key_idx >= 0]]))
         h, w = frames.shape[1:3]
         window = square_window(h, w, rng)
@@ -270,6 +272,16 @@ class ClipDataset(_CacheSplit):
                 "future_poses": poses[t:], "future_pose_mask": mask[t:],
                 "label": torch.tensor(self.labels[i], dtype=torch.int64),
                 "index": torch.tensor(i, dtype=torch.int64), "frame_indices": torch.from_numpy(indices)}
+
+
+def finetune_clips(cache: Path, split: Split, clip_len: int, stride: int, frame_size: int, train: bool,
+                   seed: int = 0, max_videos: int = 0) -> ClipDataset:
+    """Finetuning samples (Section IV-B, Finetuning): one clip of `clip_len` frames at `stride`, no future and no
+    I-frames, under the span rule `EvalClips` uses (`window_starts`: the stride drops only when clip_len frames do
+    not fit); a random start in training, the centred one otherwise. Evaluation then sees clips at the stride
+    finetuning trained on, which the pretraining span (clip_len + future_len frames) would not give short videos."""
+    return ClipDataset(cache, split, clip_len, 0, stride, frame_size, train, seed=seed, max_videos=max_videos,
+                       iframes=False)
 
 
 class EvalClips(_CacheSplit):
