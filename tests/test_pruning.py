@@ -22,11 +22,54 @@ def test_scheduler_reads_the_probe_over_the_joint_epochs():
     first, last = pruning.joint_window(cfg)
     assert (first, last) == (GlobalSteps(cfg)("joint", 1), GlobalSteps(cfg)("joint", 8))
     asha = pruning.make_scheduler("asha", cfg)
-    assert (asha._metric, asha._time_attr, asha._max_t) == (pruning.prune_metric(cfg), "global_epoch", last)
+    assert (asha._metric, asha._time_attr, asha._max_t) == (pruning.prune_metric(cfg), pruning.JOINT_EPOCH, 8)
+    assert asha.offset == first - 1
+    assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [8, 4, 2, 1]  # joint epochs, not global
     assert not asha._stop_last_trials  # trials that survive the joint epochs still finetune and evaluate
     assert asha._metric != TARGET  # the searcher's metric stays the downstream top-1
     assert pruning.make_scheduler("fifo", cfg) is None
-    assert pruning.make_scheduler("median", cfg)._metric == pruning.prune_metric(cfg)
+    median = pruning.make_scheduler("median", cfg)
+    assert (median._metric, median._grace_period) == (pruning.prune_metric(cfg), first)
+
+
+class _Trial:
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+def test_asha_stops_at_the_first_joint_epoch_not_during_branch_pretraining():
+    """Results from branch epochs (global epochs before the joint stage) never stop a trial; at joint epoch 1 a
+    trial whose probe is below the rung's cutoff stops, and again at joint epoch 2 (ASHA on the raw global epoch
+    had its rungs at global epochs grace * 2^k: joint epochs 1 and 6 here)."""
+    from ray.tune.schedulers import TrialScheduler
+
+    cfg = apply_overrides(tiny(), {"train.pose_epochs": 2, "train.context_epochs": 1, "train.video_epochs": 1,
+                                   "train.joint_epochs": 8})
+    asha, metric = pruning.make_scheduler("asha", cfg), pruning.prune_metric(cfg)
+    first = pruning.joint_window(cfg)[0]
+    good, bad, late = _Trial("good"), _Trial("bad"), _Trial("late")
+    for trial in (good, bad, late):
+        asha.on_trial_add(None, trial)
+    for epoch in range(1, first):  # branch epochs: a low probe there is no reason to stop
+        assert asha.on_trial_result(None, bad, {"global_epoch": epoch, metric: 0.0}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, good, {"global_epoch": first, metric: 0.6}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, bad, {"global_epoch": first, metric: 0.3}) == TrialScheduler.STOP
+    assert asha.on_trial_result(None, late, {"global_epoch": first, metric: 0.7}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, good, {"global_epoch": first + 1, metric: 0.6}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, late, {"global_epoch": first + 1, metric: 0.4}) == TrialScheduler.STOP
+
+
+def test_optuna_is_told_only_finite_metrics():
+    """Epoch reports carry the final metric as NaN; the searcher drops them (Optuna logged 'value nan is not
+    acceptable' once per epoch) and keeps finite values."""
+    from ray import tune
+
+    search = pruning.FinalMetricOptuna(space={"loss.sigma_p": tune.uniform(0.5, 1.25)}, metric=TARGET, mode="max",
+                                       seed=0)
+    search.suggest("t1")
+    search.on_trial_result("t1", {TARGET: math.nan, "training_iteration": 1, "global_epoch": 1})
+    search.on_trial_result("t1", {TARGET: 0.5, "training_iteration": 2, "global_epoch": 2})
+    assert search._ot_study.trials[0].intermediate_values == {2: 0.5}
 
 
 def test_scheduler_needs_a_search():

@@ -6,16 +6,21 @@
 The searcher keeps the study's final metric (`eval/<ds>/top1`, reported once at the end of a trial); the
 scheduler reads `PRUNE_METRIC`, reported after every pretraining epoch, against `global_epoch` (the trial's
 epoch counter across stages, the same for every trial, so a trial that reuses the branch stages is compared at
-the same point of its joint pretraining as one that computed them). Both are passed their own metric and mode
+the same point of its joint pretraining as one that computed them; ASHA counts its rungs from the first joint
+epoch, `JointEpochASHA`). Both are passed their own metric and mode
 (TuneConfig sets neither), which Tune allows. A stopped trial's MLflow run ends KILLED with the tag
 `csvr.pruned=true` (`mark_pruned`), not FAILED.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+from ray.tune.search.optuna import OptunaSearch
 
 from csvr.config import Config
 from trainables import tracking
@@ -26,6 +31,7 @@ from trainables.csvr_trainable import GlobalSteps, RUN_FILE
 PRUNE_METRIC, PRUNE_MODE = "probe/{kind}/knn_top1", "max"
 SCHEDULERS = ("fifo", "asha", "median")
 TIME_ATTR = "global_epoch"
+JOINT_EPOCH = "joint_epoch"  # ASHA's time: TIME_ATTR minus the epochs before the joint stage
 PRUNED_TAG = "csvr.pruned"
 
 
@@ -40,24 +46,59 @@ def joint_window(cfg: Config) -> tuple[int, int]:
     return start + 1, start + cfg.train.joint_epochs
 
 
-def make_scheduler(name: str, cfg: Config, reduction_factor: int = 2) -> Any:
-    """None for fifo (Tune's default); ASHA or median stopping on PRUNE_METRIC over the joint epochs."""
+class JointEpochASHA(ASHAScheduler):
+    """ASHA with rungs counted in joint-pretraining epochs: 1, 2, 4, ... (grace period 1, reduction factor 2)
+    up to `train.joint_epochs`. Each result's `global_epoch` is shifted by the epochs before the joint stage
+    (`offset`) into JOINT_EPOCH; branch-stage results fall below the first rung and are ignored. ASHA on
+    `global_epoch` itself put its rungs at grace * 2^k global epochs (4 and 8 for 1 + 1 + 1 branch epochs), i.e.
+    at joint epochs 1 and 5 only. The comparison point is still the same for every trial, whichever trial
+    computed the shared branch stages."""
+
+    def __init__(self, offset: int, **kwargs: Any):
+        super().__init__(time_attr=JOINT_EPOCH, **kwargs)
+        self.offset = offset
+
+    def _joint(self, result: dict) -> dict:
+        return {**result, JOINT_EPOCH: result[TIME_ATTR] - self.offset} if TIME_ATTR in result else result
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return super().on_trial_result(tune_controller, trial, self._joint(result))
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, self._joint(result))
+
+
+def make_scheduler(name: str, cfg: Config, reduction_factor: int = 2, grace_period: int = 1) -> Any:
+    """None for fifo (Tune's default); ASHA or median stopping on PRUNE_METRIC over the joint epochs
+    (`grace_period` joint epochs before the first stop)."""
     if name == "fifo":
         return None
-    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
-
     first, last = joint_window(cfg)
     # results without the metric (finetuning epochs, the final result) are allowed: the scheduler skips them
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    common = {"time_attr": TIME_ATTR, "metric": prune_metric(cfg), "mode": PRUNE_MODE}
+    common = {"metric": prune_metric(cfg), "mode": PRUNE_MODE}
     if name == "asha":
         # stop_last_trials=False: a trial past the joint epochs goes on to finetune and evaluate (ASHA's default
         # would stop every trial at max_t, before the searcher's metric exists)
-        return ASHAScheduler(**common, max_t=last, grace_period=first, reduction_factor=reduction_factor,
-                             stop_last_trials=False)
+        return JointEpochASHA(first - 1, **common, max_t=cfg.train.joint_epochs, grace_period=grace_period,
+                              reduction_factor=reduction_factor, stop_last_trials=False)
     if name == "median":
-        return MedianStoppingRule(**common, grace_period=first, min_samples_required=2)
+        return MedianStoppingRule(**common, time_attr=TIME_ATTR, grace_period=first - 1 + grace_period,
+                                  min_samples_required=2)
     raise ValueError(f"unknown scheduler {name!r}; one of {', '.join(SCHEDULERS)}")
+
+
+class FinalMetricOptuna(OptunaSearch):
+    """OptunaSearch told only the trial's final metric. Every epoch report carries the metric as NaN (Tune's
+    OptunaSearch indexes it in each result) and OptunaSearch passes each result to `optuna.Trial.report`, which
+    logged "value nan is not acceptable" once per epoch; a non-finite intermediate value is dropped here (no
+    Optuna pruner reads them: pruning is Tune's scheduler, on the probe). The final result is untouched: a
+    diverged trial's NaN still fails its Optuna trial."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        value = result.get(self.metric) if isinstance(self.metric, str) else None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            super().on_trial_result(trial_id, result)
 
 
 def was_pruned(result) -> bool:

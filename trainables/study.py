@@ -43,7 +43,7 @@ from trainables import tracking
 from trainables.console import Capture, TrialEvents
 from trainables.csvr_trainable import (FAULT_ENV, RUN_FILE, GlobalSteps, TrialContext, make_trainable,
                                        target_metric, trial_config)
-from trainables.pruning import SCHEDULERS, make_scheduler, mark_pruned
+from trainables.pruning import SCHEDULERS, FinalMetricOptuna, make_scheduler, mark_pruned
 
 REPO = Path(__file__).resolve().parents[1]
 NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
@@ -349,10 +349,8 @@ def search_setup(spec: StudySpec, args: argparse.Namespace, grid: Mapping[str, l
 
     if args.search == "grid":
         return {k: tune.grid_search(list(v)) for k, v in grid.items()}, None
-    from ray.tune.search.optuna import OptunaSearch
-
     space = {k: tune.uniform(lo, hi) for k, (lo, hi) in spec.search_space.items()}
-    return space, (OptunaSearch(metric=target, mode="max", seed=args.search_seed) if args.search == "optuna" else None)
+    return space, (FinalMetricOptuna(metric=target, mode="max", seed=args.search_seed) if args.search == "optuna" else None)
 
 
 def raise_sample_budget(tune_dir: Path, num_samples: int) -> None:

@@ -82,14 +82,17 @@ def bench_study(args: argparse.Namespace) -> Report:
 # study --search optuna [--scheduler asha]: pruning against the same search unpruned
 
 
-SEARCH_SETTINGS = {  # tiny models, joint pretraining long enough for a scheduler to act on
+SEARCH_SETTINGS = {  # tiny models, the whole embedded dataset (66 train / 54 test videos: a probe that moves),
+    # branch stages short (shared by every trial of a search), joint pretraining long enough for ASHA's rungs
     "train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1, "train.checkpoint_epochs": "1",
-    "finetune.epochs": 2, "finetune.steps_per_epoch": 2, "data.max_videos": 8, "data.workers": 0,
+    "finetune.epochs": 2, "finetune.steps_per_epoch": 2, "data.max_videos": 0, "data.workers": 0,
     "eval.retrieval_clips": 1, "eval.test_clips": 1, "train.log_every": 2, "eval.probe_every": 1}
+SEARCH_DEFAULTS = {"trials": 12, "seeds": 3, "joint_epochs": 8, "steps": 4}
 TARGET = "eval/synthetic/top1"
 
 
-def run_search(tmp: Path, scheduler: str, seed: int, samples: int, joint_epochs: int, steps: int) -> dict:
+def run_search(tmp: Path, scheduler: str, seed: int, samples: int, joint_epochs: int, steps: int,
+               extra: dict[str, str]) -> dict:
     """One sigma_grid Optuna search (own storage, stage store and MLflow) in a subprocess; its Tune results."""
     import os
     import subprocess
@@ -98,7 +101,7 @@ def run_search(tmp: Path, scheduler: str, seed: int, samples: int, joint_epochs:
     repo = Path(__file__).resolve().parents[2]
     cwd = tmp / f"{scheduler}-{seed}"
     cwd.mkdir(parents=True)
-    sets = {**SEARCH_SETTINGS, "train.joint_epochs": joint_epochs, "train.steps_per_epoch": steps}
+    sets = {**SEARCH_SETTINGS, "train.joint_epochs": joint_epochs, "train.steps_per_epoch": steps, **extra}
     cmd = [sys.executable, str(repo / "studies" / "sigma_grid.py"), "--search", "optuna", "--num-samples",
            str(samples), "--search-seed", str(seed), "--scheduler", scheduler, "--storage", str(cwd / "runs"),
            "--preset", "tiny", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
@@ -134,25 +137,47 @@ def tune_totals(tune_dir: Path) -> dict:
             "trials": sorted(trials, key=lambda t: json.dumps(t, sort_keys=True, default=str))}
 
 
-def bench_search(args: argparse.Namespace) -> Report:
-    """`--seeds` paired searches: the same Optuna sampler seed with fifo and with `--scheduler`."""
-    import statistics
+def search_sizes(args: argparse.Namespace) -> dict[str, int]:
+    return {k: getattr(args, k, 0) or v for k, v in SEARCH_DEFAULTS.items()}
 
-    samples, seeds, joint = args.trials or 6, args.seeds or 2, args.joint_epochs or 4
-    with tempfile.TemporaryDirectory(prefix="csvr-bench-") as tmp:
-        rows = [run_search(Path(tmp), s, seed, samples, joint, args.steps or 2)
-                for seed in range(seeds) for s in ("fifo", args.scheduler)]
+
+def paired_ratios(rows: list[dict], scheduler: str, seeds: int) -> dict:
+    """Per seed: pruned / unpruned compute (stage-epochs, epoch seconds, trial seconds) and the gap in the best
+    target; each as a t interval over the seeds (analysis.stats)."""
+    from analysis.stats import t_interval
+
     by = {(r["scheduler"], r["seed"]): r for r in rows}
-    ratios = [by[(args.scheduler, s)]["epochs_trained"] / by[("fifo", s)]["epochs_trained"] for s in range(seeds)]
-    seconds = sum(by[(args.scheduler, s)]["epoch_s"] for s in range(seeds)) / sum(
-        by[("fifo", s)]["epoch_s"] for s in range(seeds))
-    gaps = [by[(args.scheduler, s)]["best"] - by[("fifo", s)]["best"] for s in range(seeds)]
-    ratio = statistics.mean(ratios)
-    return Report("study", ["scheduler", "seed", "epoch_s", "trial_s", "epochs_trained", "pruned", "best", "wall_s"],
-                  rows, f"{args.scheduler} / fifo: {ratio:.2f}x the epochs trained ({seconds:.2f}x the training "
-                  f"seconds), best {TARGET} "
-                  f"{statistics.mean(gaps):+.3f} (per seed: {', '.join(f'{g:+.3f}' for g in gaps)})",
-                  numbers={"compute_ratio": ratio, "compute_ratios": ratios, "epoch_seconds_ratio": seconds,
-                           "best_gaps": gaps},
-                  settings={"search": "optuna", "scheduler": args.scheduler, "samples": samples, "seeds": seeds,
-                            "joint_epochs": joint, "steps": args.steps or 2, "preset": "tiny", "data": "synthetic"})
+    pairs = [(by[(scheduler, s)], by[("fifo", s)]) for s in range(seeds)]
+    per_seed = {"epochs_ratio": [a["epochs_trained"] / f["epochs_trained"] for a, f in pairs],
+                "epoch_s_ratio": [a["epoch_s"] / f["epoch_s"] for a, f in pairs],
+                "trial_s_ratio": [a["trial_s"] / f["trial_s"] for a, f in pairs],
+                "best_gap": [a["best"] - f["best"] for a, f in pairs]}
+    intervals = {k: vars(t_interval(v)) for k, v in per_seed.items()}
+    fifo_best = vars(t_interval([f["best"] for _, f in pairs]))
+    return {"per_seed": per_seed, "intervals": intervals, "fifo_best": fifo_best}
+
+
+def _interval(i: dict, digits: int = 2, sign: str = "") -> str:
+    if i["low"] is None:
+        return f"{i['mean']:{sign}.{digits}f} (n={i['n']}, no interval)"
+    return f"{i['mean']:{sign}.{digits}f} [{i['low']:{sign}.{digits}f}, {i['high']:{sign}.{digits}f}] (n={i['n']})"
+
+
+def bench_search(args: argparse.Namespace) -> Report:
+    """`seeds` paired searches: the same Optuna sampler seed with fifo and with `--scheduler`."""
+    size = search_sizes(args)
+    with tempfile.TemporaryDirectory(prefix="csvr-bench-") as tmp:
+        extra = dict(kv.split("=", 1) for kv in args.set)  # --set overrides the benchmark's settings
+        rows = [run_search(Path(tmp), s, seed, size["trials"], size["joint_epochs"], size["steps"], extra)
+                for seed in range(size["seeds"]) for s in ("fifo", args.scheduler)]
+    stats = paired_ratios(rows, args.scheduler, size["seeds"])
+    iv = stats["intervals"]
+    headline = (f"{args.scheduler} / fifo: {_interval(iv['epochs_ratio'])} of the stage-epochs, "
+                f"{_interval(iv['trial_s_ratio'])} of the trial seconds; best {TARGET} "
+                f"{_interval(iv['best_gap'], 3, '+')} (fifo best {_interval(stats['fifo_best'], 3)})")
+    return Report("study", ["scheduler", "seed", "epochs_trained", "pruned", "epoch_s", "trial_s", "best", "wall_s"],
+                  rows, headline,
+                  numbers={"compute_ratio": sum(stats["per_seed"]["epochs_ratio"]) / size["seeds"], **stats},
+                  settings={"search": "optuna", "scheduler": args.scheduler, **size, "preset": "tiny",
+                            "data": "synthetic", "settings": {**SEARCH_SETTINGS, **dict(
+                                kv.split("=", 1) for kv in args.set)}})
