@@ -22,6 +22,7 @@ ContextLoss = Literal["mi_infonce", "infonce", "l2"]
 GenerationTarget = Literal["both", "reconstruct", "predict"]
 FeatureSource = Literal["scratch", "f_d", "f_s", "f_i_adain", "f_i_concat", "f_i_full"]
 GanUpdate = Literal["osgan", "alternating"]
+VideoGanKind = Literal["tgan2", "single"]  # model.video_gan (csvr.models.video_gan)
 Device = Literal["auto", "cpu", "cuda"]
 
 DIRECTIONAL = ("ssv2",)  # datasets with classes defined by a direction: a horizontal flip changes the label
@@ -63,6 +64,11 @@ class ModelConfig:
     video_noise_dim: int = 128  # z_v^r, z_v^p
     gen_channels: int = 256  # base width of the TGAN-v2-style generators
     disc_channels: int = 64  # base width of the R3D-style video discriminators
+    # Section III-D, "based on TGAN v2": tgan2 = TGAN-v2 as published (multi-level rendering, frame subsampling between
+    # levels, one 3D-ResNet discriminator per level); single = one level, one discriminator (DESIGN.md, "TGAN-v2 as
+    # published (Section III-D)")
+    video_gan: VideoGanKind = "tgan2"
+    video_levels: int = 0  # tgan2 rendering levels; 0 = derived: up to 4, coarsest >= 8 px (112 -> 4, 32 -> 3)
     joints: int = 33  # MediaPipe Pose landmarks
 
 
@@ -154,6 +160,9 @@ def paper() -> Config:
 def tiny() -> Config:
     """The same model family shrunk to run on 2 CPU cores in a few minutes (README: "The tiny preset").
 
+    The video GANs stay single-level (`model.video_gan=single`: one generator level, one discriminator per GAN),
+    as results/ was measured, so it reproduces; the paper preset builds TGAN-v2 as published (Section III-D).
+
     What differs from the paper besides size, and why (DESIGN.md, "Making CSVR learn at the tiny size"):
     Adam (betas 0.5, 0.999) instead of SGD, because SGD at the paper's lr rule diverged or stalled on the
     video GANs within the few hundred steps a CPU affords; branch pretraining long enough for each branch to
@@ -164,7 +173,7 @@ def tiny() -> Config:
     return Config(
         data=DataConfig(cache_size=64, clip_len=8, future_len=8, stride=2, size=32, batch_size=8, workers=0),
         model=ModelConfig(width=8, feature_dim=32, head_hidden=64, pose_channels=32, pose_noise_dim=8,
-                          video_noise_dim=16, gen_channels=32, disc_channels=8),
+                          video_noise_dim=16, gen_channels=32, disc_channels=8, video_gan="single"),
         train=TrainConfig(pose_epochs=30, context_epochs=20, video_epochs=20, joint_epochs=5, optimizer="adam",
                           lr_per_sample=0.0001, weight_decay=0.0, log_every=8, checkpoint_epochs=(1, 5)),
         # results/feature_source_knn.md was measured with sigma on the generator side only: kept, to reproduce it
@@ -269,6 +278,7 @@ def validate(cfg: Config) -> None:
         v = getattr(cfg.loss, key)
         if not SIGMA_RANGE[0] <= v <= SIGMA_RANGE[1]:
             raise ConfigError(f"loss.{key}={v} is out of range {list(SIGMA_RANGE)}; the paper uses 0.5-1.25")
+    _check_video_levels(cfg.model, cfg.data)
     if cfg.loss.context_negatives < 0:
         raise ConfigError(f"loss.context_negatives must be >= 0 (0 = all), got {cfg.loss.context_negatives}")
     d = cfg.data
@@ -283,6 +293,17 @@ def validate(cfg: Config) -> None:
     if d.flip and d.source.split(":", 1)[0].lower() in DIRECTIONAL:
         raise ConfigError(f"data.flip=true mirrors {d.source.split(':', 1)[0]}'s direction classes (\"left to right\" "
                           "becomes \"right to left\"); set data.flip=false")
+
+
+def _check_video_levels(m: ModelConfig, d: DataConfig) -> None:
+    """An explicit `model.video_levels` L must halve size and frames exactly L - 1 times (TGAN-v2 subsampling)."""
+    if m.video_levels < 0:
+        raise ConfigError(f"model.video_levels must be >= 0 (0 = derived from data.size), got {m.video_levels}")
+    step = 2 ** max(m.video_levels - 1, 0)
+    bad = [f"data.{k}={getattr(d, k)}" for k in ("size", "clip_len", "future_len") if getattr(d, k) % step]
+    if m.video_gan == "tgan2" and bad:
+        raise ConfigError(f"model.video_levels={m.video_levels} halves sizes and frames {m.video_levels - 1} times: "
+                          f"{', '.join(bad)} not divisible by {step}; use fewer levels or 0 (derived)")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -53,7 +53,8 @@ _CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim
                              "loss.context", "loss.temperature", "loss.context_negatives", "train.context_epochs")
 _VIDEO = tuple(dict.fromkeys(_POSE + _CONTEXT + (
     "model.integration", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
-    "model.disc_channels", "loss.video_l2", "loss.generation_target", "train.video_epochs")))
+    "model.disc_channels", "model.video_gan", "model.video_levels", "loss.video_l2", "loss.generation_target",
+    "train.video_epochs")))
 _JOINT = _VIDEO + ("loss.sigma_p", "loss.sigma_c", "loss.sigma_scales_discriminator", "train.joint_epochs",
                    "train.checkpoint_epochs")
 _FINETUNE = tuple(k for k in flatten(Config()) if k.startswith("finetune."))
@@ -285,8 +286,8 @@ def build_model(cfg: Config) -> CSVR:
         context = build_context(cfg)
     with _seeded(seed, "video"):
         integration = INTEGRATIONS[m.integration](m.feature_dim)
-        gans = [build_video_gan(m.feature_dim, m.video_noise_dim, t, d.size, m.gen_channels, m.disc_channels)
-                for t in (d.clip_len, d.future_len)]
+        gans = [build_video_gan(m.feature_dim, m.video_noise_dim, t, d.size, m.gen_channels, m.disc_channels,
+                                m.video_gan, m.video_levels) for t in (d.clip_len, d.future_len)]
     return CSVR(context, pose_g, pose_d, integration, *gans)
 
 

@@ -37,7 +37,7 @@ def check_parts(model, cfg, batch):
     for gan, frames in ((model.reconstructor, d.clip_len), (model.predictor, d.future_len)):
         video = gan.generator(feats["f_i"])
         assert video.shape == (b, 3, frames, s, s)
-        assert gan.discriminator(video).shape == (b,)
+        assert all(critic(video).shape == (b,) for critic in gan.discriminator.critics())  # dense = finest level
     assert all(torch.isfinite(f).all() for f in feats.values())
 
 
@@ -129,4 +129,4 @@ def test_paper_size_full_forward():
         for gan in (model.reconstructor, model.predictor):
             video = gan.generator(feats["f_i"])
             assert video.shape == (1, 3, 16, 112, 112)
-            assert gan.discriminator(video).shape == (1,)
+            assert gan.discriminator.critics()[-1](video).shape == (1,)  # TGAN-v2's full-resolution critic

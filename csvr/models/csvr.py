@@ -59,6 +59,6 @@ def build_csvr(cfg: Config, integration: str | None = None) -> CSVR:
     m, d = cfg.model, cfg.data
     pose_g, pose_d = build_pose(cfg)
     gan = lambda frames: build_video_gan(m.feature_dim, m.video_noise_dim, frames, d.size,  # noqa: E731
-                                         m.gen_channels, m.disc_channels)
+                                         m.gen_channels, m.disc_channels, m.video_gan, m.video_levels)
     return CSVR(build_context(cfg), pose_g, pose_d, INTEGRATIONS[integration or m.integration](m.feature_dim),
                 reconstructor=gan(d.clip_len), predictor=gan(d.future_len))

@@ -1,17 +1,26 @@
-"""Video generating networks (Section III-D, Eqs. 6-8): TGAN-v2-style generators, R3D-style discriminators.
+"""Video generating networks (Section III-D, Eqs. 6-8): G_v and D_v of the reconstructor and the predictor.
 
-Generator G_v(z_v | f_i), after TGAN v2 (Saito et al.): a temporal generator turns [f_i ; z] into one latent
-per frame with 1D convolutions along time, and an image generator shared across frames renders each
-latent by nearest-upsampling conv blocks. The reconstructor renders the current clip, the predictor the
-future clip; they have the same structure.
-Discriminator D_v: a 3D residual network (R3D blocks, no batch norm so the one-stage update's per-sample
-gradient scaling stays exact) -> one logit per clip.
+Section III-D builds the video GANs "based on TGAN v2" (Saito et al., "Train Sparsely, Generate Densely",
+IJCV 2020). `model.video_gan` picks one of two builds (DESIGN.md, "TGAN-v2 as published (Section III-D)"):
+  tgan2   as published: an abstract-map generator (ConvLSTM over per-frame maps) whose rendering blocks
+          output a video at each of L levels, coarse to fine; a subsampling layer between levels halves the
+          frames, so the full-resolution level sees T / 2^(L-1) frames in training ("train sparsely"); one
+          3D-ResNet discriminator per level scores that level's video. At inference every frame is rendered at
+          full resolution ("generate densely").
+  single  one level: a temporal generator (1D convs over time) and a per-frame image generator, scored by
+          one 3D-ResNet discriminator (how results/ was measured; the tiny preset keeps it).
+Both generators share the API: `generator(f_i, z=None) -> (B, 3, T, S, S)` (dense) and
+`generator.levels(f_i, z=None) -> [(video_k, frame_indices_k), ...]` (training); every discriminator lists its
+per-level critics with `critics()`. The discriminators have no batch norm, so the one-stage update's
+per-sample gradient scaling stays exact.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from csvr.config import VideoGanKind
 
 
 def upsample_steps(size: int) -> int:
@@ -75,6 +84,134 @@ class VideoGenerator(nn.Module):
         frames = self.image(latents.flatten(0, 1))  # (B*T, 3, S, S)
         return frames.view(b, t, *frames.shape[1:]).transpose(1, 2)  # (B, 3, T, S, S)
 
+    def levels(self, f_i: Tensor, z: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """One level: the dense video and all its frame indices."""
+        video = self(f_i, z)
+        return [(video, torch.arange(video.shape[2], device=video.device))]
+
+
+class GenBlock(nn.Module):
+    """TGAN-v2's residual up-block on frames: BN-ReLU-up(x2)-conv3-BN-ReLU-conv3, plus up(x2)-conv1 skip."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.residual = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(), nn.Upsample(scale_factor=2, mode="nearest"),
+                                      nn.Conv2d(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                                      nn.Conv2d(c_out, c_out, 3, 1, 1))
+        self.skip = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.residual(x) + self.skip(x)
+
+
+class ConvLSTMCell(nn.Module):
+    """One ConvLSTM layer (3x3 gates) over (N, C, s, s) maps."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gates = nn.Conv2d(2 * channels, 4 * channels, 3, 1, 1)
+
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        h, c = state
+        i, f, o, g = self.gates(torch.cat([x, h], dim=1)).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class AbstractMapGenerator(nn.Module):
+    """TGAN-v2's temporal part: [f_i ; z] -> one abstract map per frame (B, T, C, s, s).
+
+    A linear layer makes the first input map; a stack of ConvLSTMs unrolls it over T steps (zero input after
+    the first), as in TGAN-v2's CLSTM generator."""
+
+    def __init__(self, in_dim: int, channels: int, frames: int, seed_size: int, layers: int = 2):
+        super().__init__()
+        self.channels, self.frames, self.seed_size = channels, frames, seed_size
+        self.fc = nn.Linear(in_dim, channels * seed_size ** 2)
+        self.cells = nn.ModuleList(ConvLSTMCell(channels) for _ in range(layers))
+
+    def forward(self, x: Tensor) -> Tensor:
+        first = self.fc(x).view(len(x), self.channels, self.seed_size, self.seed_size)
+        states = [(torch.zeros_like(first), torch.zeros_like(first)) for _ in self.cells]
+        maps = []
+        for t in range(self.frames):
+            h = first if t == 0 else torch.zeros_like(first)
+            for k, cell in enumerate(self.cells):
+                states[k] = cell(h, states[k])
+                h = states[k][0]
+            maps.append(h)
+        return torch.stack(maps, dim=1)  # (B, T, C, s, s)
+
+
+def _per_frame(module: nn.Module, h: Tensor) -> Tensor:
+    """Apply a 2D module to every frame of (B, T, C, H, W)."""
+    b, t = h.shape[:2]
+    out = module(h.flatten(0, 1))
+    return out.view(b, t, *out.shape[1:])
+
+
+def tgan2_levels(size: int, frames: int, max_levels: int = 4) -> int:
+    """Rendering levels derived from the crop size and the frame count (`model.video_levels=0`): as many as
+    TGAN-v2's four while the coarsest level stays >= 8 px and every level halves the size and the frames
+    exactly (112 -> 14/28/56/112 px at 16/8/4/2 frames; 32 -> 8/16/32 px at 8/4/2 frames)."""
+    levels = 1
+    while (levels < max_levels and size % 2 ** levels == 0 and size // 2 ** levels >= 8
+           and frames % 2 ** levels == 0):
+        levels += 1
+    return levels
+
+
+class MultiLevelGenerator(nn.Module):
+    """TGAN-v2's generator G_v(z_v | f_i) (Saito et al., IJCV 2020, "Train Sparsely, Generate Densely").
+
+    Abstract maps (B, T, C, s, s) -> level 1 blocks -> render at size / 2^(L-1); each further level halves the
+    frames (a subsampling layer: every second frame from a random offset), applies one up-block and renders at
+    twice the previous size. `levels()` is that sparse training output; `forward()` is the dense inference
+    output: every frame through every block, rendered at the full size only.
+    """
+
+    def __init__(self, cond_dim: int, noise_dim: int, frames: int, size: int, channels: int, levels: int):
+        super().__init__()
+        if size % 2 ** (levels - 1) or frames % 2 ** (levels - 1):
+            raise ValueError(f"{levels} levels need size ({size}) and frames ({frames}) divisible by "
+                             f"{2 ** (levels - 1)}")
+        self.noise_dim, self.frames, self.subsample = noise_dim, frames, 2
+        coarsest = size // 2 ** (levels - 1)
+        steps = upsample_steps(coarsest)
+        widths = [max(channels // 2 ** i, 8) for i in range(steps + levels)]
+        self.abstract = AbstractMapGenerator(cond_dim + noise_dim, channels, frames, coarsest // 2 ** steps)
+        first = nn.Sequential(*(GenBlock(widths[i], widths[i + 1]) for i in range(steps)))
+        self.blocks = nn.ModuleList([first, *(GenBlock(widths[steps + k - 1], widths[steps + k])
+                                              for k in range(1, levels))])
+        self.renders = nn.ModuleList(nn.Sequential(nn.BatchNorm2d(widths[steps + k]), nn.ReLU(),
+                                                   nn.Conv2d(widths[steps + k], 3, 3, 1, 1)) for k in range(levels))
+
+    def _maps(self, f_i: Tensor, z: Tensor | None) -> Tensor:
+        if z is None:
+            z = torch.randn(len(f_i), self.noise_dim, device=f_i.device, dtype=f_i.dtype)
+        return self.abstract(torch.cat([f_i, z], dim=1))  # (B, T, C, s, s)
+
+    def levels(self, f_i: Tensor, z: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Sparse training output: per level (video (B, 3, T_k, S_k, S_k), frame indices (T_k,) into the dense
+        clip), coarsest first; T_k = T / 2^k, S_k = size / 2^(L-1-k)."""
+        h = self._maps(f_i, z)
+        frames = torch.arange(self.frames, device=f_i.device)
+        out = []
+        for k, (block, render) in enumerate(zip(self.blocks, self.renders)):
+            if k > 0:  # subsampling layer
+                offset = int(torch.randint(self.subsample, ()))
+                h, frames = h[:, offset::self.subsample], frames[offset::self.subsample]
+            h = _per_frame(block, h)
+            out.append((_per_frame(render, h).transpose(1, 2), frames))
+        return out
+
+    def forward(self, f_i: Tensor, z: Tensor | None = None) -> Tensor:
+        """Dense output (B, 3, T, S, S): every frame rendered at full resolution (inference)."""
+        h = self._maps(f_i, z)
+        for block in self.blocks:
+            h = _per_frame(block, h)
+        return _per_frame(self.renders[-1], h).transpose(1, 2)
+
 
 class ResBlock3d(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
@@ -103,15 +240,57 @@ class VideoDiscriminator(nn.Module):
         h = F.leaky_relu(self.stages(self.stem(video)), 0.2)
         return self.fc(h.mean(dim=(2, 3, 4))).squeeze(1)
 
+    def critics(self) -> list[nn.Module]:
+        return [self]
+
+
+class MultiLevelDiscriminator(nn.Module):
+    """TGAN-v2's discriminator: one 3D-ResNet per level, each scoring the video of its level."""
+
+    def __init__(self, channels: int, levels: int):
+        super().__init__()
+        self.levels = nn.ModuleList(VideoDiscriminator(channels) for _ in range(levels))
+
+    def forward(self, videos: list[Tensor]) -> list[Tensor]:
+        return [critic(v) for critic, v in zip(self.levels, videos, strict=True)]  # [(B,)] * L
+
+    def critics(self) -> list[nn.Module]:
+        return list(self.levels)
+
 
 class VideoGAN(nn.Module):
     """One generator/discriminator pair (the reconstructor G_v^r/D_v^r or the predictor G_v^p/D_v^p)."""
 
-    def __init__(self, generator: VideoGenerator, discriminator: VideoDiscriminator):
+    def __init__(self, generator: VideoGenerator | MultiLevelGenerator,
+                 discriminator: VideoDiscriminator | MultiLevelDiscriminator):
         super().__init__()
         self.generator, self.discriminator = generator, discriminator
 
 
-def build_video_gan(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int,
-                    disc_channels: int) -> VideoGAN:
+def level_target(video: Tensor, frames: Tensor, factor: int) -> Tensor:
+    """A real video (B, 3, T, S, S) seen as one level: the level's frames, average-pooled by `factor` in space
+    (TGAN-v2 pools the real video the same way for each level's discriminator)."""
+    video = video.index_select(2, frames)
+    return F.avg_pool3d(video, (1, factor, factor)) if factor > 1 else video
+
+
+def _single(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int, disc_channels: int,
+            levels: int) -> VideoGAN:
     return VideoGAN(VideoGenerator(cond_dim, noise_dim, frames, size, gen_channels), VideoDiscriminator(disc_channels))
+
+
+def _tgan2(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int, disc_channels: int,
+           levels: int) -> VideoGAN:
+    levels = levels or tgan2_levels(size, frames)
+    return VideoGAN(MultiLevelGenerator(cond_dim, noise_dim, frames, size, gen_channels, levels),
+                    MultiLevelDiscriminator(disc_channels, levels))
+
+
+VIDEO_GANS = {"single": _single, "tgan2": _tgan2}  # model.video_gan
+
+
+def build_video_gan(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int,
+                    disc_channels: int, kind: VideoGanKind = "single", levels: int = 0) -> VideoGAN:
+    """`kind` is `model.video_gan`; `levels` is `model.video_levels` (tgan2 only; 0 = `tgan2_levels(size,
+    frames)`)."""
+    return VIDEO_GANS[kind](cond_dim, noise_dim, frames, size, gen_channels, disc_channels, levels)

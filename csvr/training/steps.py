@@ -13,7 +13,7 @@ literal reading) D_p's loss and gradient penalty are scaled too, otherwise only 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -21,7 +21,7 @@ from torch import Tensor
 from csvr import losses as L
 from csvr.config import Config, LossConfig
 from csvr.models.csvr import CSVR
-from csvr.models.video_gan import VideoGAN
+from csvr.models.video_gan import VideoGAN, level_target
 from csvr.osgan import generator_scale, one_stage
 
 STAGES = ("pose", "context", "video", "joint")
@@ -62,11 +62,27 @@ def pose_terms(model: CSVR, batch: dict, cfg: LossConfig, mode: str, g_weight: f
 
 def video_terms(gan: VideoGAN, f_i: Tensor, target: Tensor, name: str, cfg: LossConfig, mode: str,
                 g_weight: float) -> Terms:
-    """Eq. 6 (reconstructor, target = current clip) or Eq. 7 (predictor, target = future clip)."""
+    """Eq. 6 (reconstructor, target = current clip) or Eq. 7 (predictor, target = future clip).
+
+    The generator renders L levels (L = 1 for `model.video_gan=single`); level k's discriminator plays its own
+    game against the real clip at that level's frames and resolution (`level_target`). The adversarial term is
+    the mean over the L games (each weighs loss.adversarial / L on both sides, so the one-stage scaling stays
+    exact per level); the pixel L2 compares the full-resolution level with the target at the same frames
+    (DESIGN.md, "TGAN-v2 as published (Section III-D)"). With L = 1 this is exactly the single-level loss."""
     with torch.no_grad() if mode == "d" else nullcontext():
-        fake = gan.generator(f_i.detach() if mode == "d" else f_i)  # (B, 3, T, S, S)
-    return _adversarial(gan.discriminator, target, fake, L.pixel_l2(fake, target), name, cfg, mode, g_weight,
-                        cfg.video_l2, 0.0)
+        levels = gan.generator.levels(f_i.detach() if mode == "d" else f_i)  # [(B, 3, T_k, S_k, S_k), (T_k,)]
+    n, size = len(levels), target.shape[-1]
+    per_level = replace(cfg, adversarial=cfg.adversarial / n)
+    total = Terms()
+    for k, ((fake, frames), critic) in enumerate(zip(levels, gan.discriminator.critics(), strict=True)):
+        real = level_target(target, frames, size // fake.shape[-1])
+        finest = k == n - 1
+        level_name = name if n == 1 else f"{name}/level{k}"
+        total = total.add(_adversarial(critic, real, fake, L.pixel_l2(fake, real), level_name, per_level, mode,
+                                       g_weight, cfg.video_l2 if finest else 0.0, 0.0))
+    if n > 1:  # Eq. 6/7's L2 is the full-resolution level's
+        total.logs[f"{name}/l2"] = total.logs[f"{name}/level{n - 1}/l2"]
+    return total
 
 
 def context_terms(model: CSVR, batch: dict, cfg: LossConfig) -> tuple[Terms, Tensor]:
