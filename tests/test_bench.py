@@ -108,14 +108,28 @@ def test_prepare(capsys, tmp_path):
     positive(data["headline"], "speedup_1_to_2_workers", "pose_frames_per_s")
 
 
+SHORT_EPOCHS = ["--set", "train.pose_epochs=1", "--set", "train.context_epochs=1", "--set", "train.video_epochs=1",
+                "--set", "train.joint_epochs=1", "--set", "train.checkpoint_epochs=1", "--set", "finetune.epochs=1",
+                "--set", "eval.probe_every=0", "--set", "data.max_videos=8"]
+
+
 @pytest.mark.slow
 def test_study(capsys, tmp_path):
-    report, data, lines = run(capsys, tmp_path, ["study", "--grid", "2", "--trials", "2", "--steps", "1"])
+    """Two sigma cells: alone, each computes pose, context, video, joint and the IS classifier; shared, the second
+    cell reuses all but its joint stage, and the reused seconds are the seconds those stages cost."""
+    report, data, lines = run(capsys, tmp_path, ["study", "--grid", "2", "--trials", "2", "--steps", "1",
+                                                 *SHORT_EPOCHS])
     check_common(data, lines, "study", "shared stages:")
     rows = {r["stages"]: r for r in report.rows}
-    assert rows["shared"]["stages_reused"] > 0 and rows["recomputed"]["stages_reused"] == 0
-    assert rows["recomputed"]["stages_computed"] > rows["shared"]["stages_computed"] > 0
-    positive(rows["shared"], "compute_s", "wall_s")
+    alone, shared = rows["recomputed"], rows["shared"]
+    assert (alone["stages_computed"], alone["stages_reused"]) == (10, 0)
+    assert (shared["stages_computed"], shared["stages_reused"]) == (6, 4)
+    assert alone["reused_s"] == 0 and shared["reused_s"] > 0
+    positive(shared, "compute_s", "wall_s", "branch_s", "is_classifier_s")
+    head = data["headline"]
+    assert 0 < head["savable_fraction"] < head["goal_fraction"] < 1
+    assert head["savable_fraction"] == pytest.approx(head["goal_fraction"] / 2)  # (n - 1) / n of it, n = 2
+    assert data["settings"]["set"][0] == "train.pose_epochs=1"
 
 
 @pytest.mark.slow
@@ -130,6 +144,10 @@ def test_study_search_with_and_without_pruning(capsys, tmp_path):
         positive(row, "epoch_s", "trial_s", "epochs_trained")
         assert 0.0 <= row["best"] <= 1.0
     positive(data["headline"], "compute_ratio")
+    # paired: the same sampler seed draws the same sigmas with and without the scheduler
+    assert [t["loss.sigma_p"] for t in rows["fifo"]["trials"]] == [t["loss.sigma_p"] for t in rows["asha"]["trials"]]
+    assert data["settings"]["settings"]["eval.probe_every"] == 1  # the scheduler sees every joint epoch
+    assert set(data["headline"]["intervals"]) == {"epochs_ratio", "epoch_s_ratio", "trial_s_ratio", "best_gap"}
 
 
 def test_shared_flags_mean_the_same_as_in_train_and_studies(tmp_path, capsys):

@@ -1,6 +1,9 @@
-"""Benchmark `study`: a sigma grid with a fresh stage store per trial against one store for the grid.
+"""Benchmark `study`: the README's sigma grid with a fresh stage store per trial against one store for the grid;
+with `--search optuna`, the same Optuna search with and without a pruning scheduler.
 
-    python -m csvr.bench study [--grid 2] [--trials N] [--steps 2]
+    python -m csvr.bench study [--grid 4] [--trials N] [--steps 2] [--set KEY=VALUE ...]
+    python -m csvr.bench study --search optuna [--scheduler asha|median] [--seeds 3] [--trials 12]
+                               [--joint-epochs 8] [--steps 4]
 """
 from __future__ import annotations
 
@@ -18,18 +21,16 @@ from csvr.config import Config
 
 
 BRANCH_STAGES = ("pose", "context", "video")
-# Stage epochs in the paper's proportions (20 + 20 + 20 branch, 200 joint, 100 finetune), divided by 20.
-PAPER_PROPORTIONS = {"train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1,
-                     "train.joint_epochs": 10, "train.checkpoint_epochs": "10", "finetune.epochs": 5,
-                     "eval.retrieval_clips": 1, "eval.test_clips": 1}
+SIGMAS = [0.5, 0.75, 1.0, 1.25]  # the README's sigma grid (studies/sigma_grid.py), first `--grid` values per axis
 
 
 def _grid_compute(configs: list[Config], stores: Callable[[int], Path], workdir: Path) -> dict:
-    """Run every config's pipeline; add up the seconds of the stages computed (not reused), the part of
-    them that is branch pretraining, and the wall time."""
+    """Run every config's pipeline; add up the seconds of the stages computed, of them branch pretraining and the
+    IS classifier, the seconds the reused stages had cost when they were computed, and the wall time."""
     from csvr.pipeline import run_trial
 
-    out = {"compute_s": 0.0, "branch_s": 0.0, "is_classifier_s": 0.0, "stages_computed": 0, "stages_reused": 0}
+    out = {"compute_s": 0.0, "reused_s": 0.0, "branch_s": 0.0, "is_classifier_s": 0.0, "stages_computed": 0,
+           "stages_reused": 0}
     start = time.perf_counter()
     for i, cfg in enumerate(configs):
         for ev in run_trial(cfg, workdir / f"trial{i}", stores(i)):
@@ -37,6 +38,7 @@ def _grid_compute(configs: list[Config], stores: Callable[[int], Path], workdir:
                 continue
             if ev["status"] == "reused":
                 out["stages_reused"] += 1
+                out["reused_s"] += ev["seconds"]
                 continue
             out["stages_computed"] += 1
             out["compute_s"] += ev["seconds"]
@@ -45,37 +47,50 @@ def _grid_compute(configs: list[Config], stores: Callable[[int], Path], workdir:
     return {**out, "wall_s": time.perf_counter() - start}
 
 
-def bench_study(args: argparse.Namespace) -> Report:
-    """A sigma grid (`--grid` values per axis; tiny models; stage epochs in the paper's proportions, `--steps`
-    steps each) run through the pipeline twice in this process: with a fresh store per trial (every stage
-    recomputed) and with one store for the whole grid (as studies run it)."""
-    from csvr.config import apply_overrides, tiny
+def grid_configs(args: argparse.Namespace) -> list[Config]:
+    """The README's sigma grid at the tiny preset's own epochs (branches 30 + 20 + 20, joint 5, IS classifier 20;
+    `--preset`/`--set` as everywhere), `--steps` steps per epoch, `--grid` values per axis."""
+    from csvr.bench.common import bench_config
+    from csvr.config import apply_overrides
 
+    steps = args.steps or 2
+    base = apply_overrides(bench_config(args, "tiny"), {"train.steps_per_epoch": steps,
+                                                         "finetune.steps_per_epoch": steps})
+    values = SIGMAS[: args.grid or 2]
+    points = [(p, c) for p in values for c in values][: args.trials or None]
+    return [apply_overrides(base, {"loss.sigma_p": p, "loss.sigma_c": c}) for p, c in points]
+
+
+def bench_study(args: argparse.Namespace) -> Report:
+    """The grid run through the pipeline twice in this process, after one warm-up trial (data prepared, code paths
+    warm): with a fresh store per trial (every stage recomputed) and with one store for the whole grid (as
+    studies run it)."""
     if args.search:
         return bench_search(args)
-    values = [0.5, 0.75, 1.0, 1.25][: args.grid or 2]
-    points = [(p, c) for p in values for c in values][: args.trials or None]
-    steps = args.steps or 2
-    base = {**PAPER_PROPORTIONS, "train.steps_per_epoch": steps, "finetune.steps_per_epoch": steps}
-    configs = [apply_overrides(tiny(), {**base, "loss.sigma_p": p, "loss.sigma_c": c}) for p, c in points]
+    configs = grid_configs(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _grid_compute(configs[:1], lambda i: root / "warm", root / "warm")  # data prepared, code paths warm
+        _grid_compute(configs[:1], lambda i: root / "warm", root / "warm")
         alone = _grid_compute(configs, lambda i: root / f"alone{i}", root / "b")
         shared = _grid_compute(configs, lambda i: root / "shared", root / "a")
-    saved = 1 - shared["compute_s"] / max(alone["compute_s"], 1e-9)
-    branch_share = alone["branch_s"] / max(alone["compute_s"], 1e-9)
-    is_share = alone["is_classifier_s"] / max(alone["compute_s"], 1e-9)
+    total = max(alone["compute_s"], 1e-9)
+    saved = 1 - shared["compute_s"] / total
+    shares = {"branch_share": alone["branch_s"] / total, "is_classifier_share": alone["is_classifier_s"] / total}
+    goal = shares["branch_share"] + shares["is_classifier_share"]
     rows = [{"stages": "recomputed", **alone}, {"stages": "shared", **shared}]
-    return Report("study", ["stages", "compute_s", "branch_s", "is_classifier_s", "wall_s", "stages_computed",
-                            "stages_reused"], rows,
-                  f"shared stages: {100 * saved:.0f}% less stage compute for a {len(configs)}-trial grid "
-                  f"(branch pretraining {100 * branch_share:.0f}% + IS classifier {100 * is_share:.0f}% of the "
-                  "unshared grid's stage compute)",
-                  numbers={"saved_fraction": saved, "branch_share": branch_share, "is_classifier_share": is_share,
-                           "trials": len(configs),
+    n = len(configs)
+    return Report("study", ["stages", "compute_s", "reused_s", "branch_s", "is_classifier_s", "wall_s",
+                            "stages_computed", "stages_reused"], rows,
+                  f"shared stages: {100 * saved:.0f}% less stage compute for a {n}-trial grid "
+                  f"({shared['compute_s']:.0f} s computed, {shared['reused_s']:.0f} s reused; branch pretraining "
+                  f"{100 * shares['branch_share']:.0f}% + IS classifier {100 * shares['is_classifier_share']:.0f}% "
+                  f"= {100 * goal:.0f}% of the unshared grid's stage compute, at most {n - 1}/{n} of it savable)",
+                  numbers={"saved_fraction": saved, **shares, "goal_fraction": goal,
+                           "savable_fraction": goal * (n - 1) / n, "trials": n,
+                           "compute_s": shared["compute_s"], "reused_s": shared["reused_s"],
                            "compute_ratio": alone["compute_s"] / max(shared["compute_s"], 1e-9)},
-                  settings={"trials": len(configs), "steps": steps, "preset": "tiny", "epochs": "paper/20"})
+                  settings={"trials": n, "steps": args.steps or 2, "preset": args.preset or "tiny",
+                            "epochs": "preset", "set": list(args.set)})
 
 
 # ---------------------------------------------------------------------------------------------
