@@ -192,7 +192,7 @@ def test_train_batches_are_a_function_of_seed_and_epoch(cache):
     """What a resumed stage relies on: a fresh `train_batches` gives epoch e's batches bit-equal, augmentation
     included, whatever ran before; the pose stage's poses-only batches too."""
     from csvr.config import apply_overrides, tiny
-    from csvr.pipeline import train_batches
+    from csvr.data.loaders import train_batches
 
     cfg = apply_overrides(tiny(), {"data.batch_size": 2, "data.workers": 0, "train.device": "cpu"})
     first = train_batches(cache, cfg, 2)

@@ -17,8 +17,10 @@ import pytest
 import torch
 
 from csvr import evaluation as E
-from csvr import pipeline as P
 from csvr.config import apply_overrides, tiny
+from csvr.data.loaders import prepared, train_batches
+from csvr.models.build import build_model, load_parts, seeded
+from csvr.stages.pretrain import pretrain_stage
 
 SHORT = {"train.pose_epochs": 15, "train.context_epochs": 8, "train.video_epochs": 3, "eval.probe_every": 0}
 
@@ -27,28 +29,28 @@ SHORT = {"train.pose_epochs": 15, "train.context_epochs": 8, "train.video_epochs
 def trained(tmp_path_factory) -> dict:
     torch.set_num_threads(1)
     cfg = apply_overrides(tiny(), SHORT)
-    cache = P.prepared(cfg.data.source, cfg)
+    cache = prepared(cfg.data.source, cfg)
     out, stages = tmp_path_factory.mktemp("learning"), {}
     for stage in ("pose", "context", "video"):
         stages[stage] = out / stage
         stages[stage].mkdir()
-        for _ in P.pretrain_stage(stage, cfg, cache, stages, stages[stage], "test", torch.device("cpu")):
+        for _ in pretrain_stage(stage, cfg, cache, stages, stages[stage], "test", torch.device("cpu")):
             pass
     return {"cfg": cfg, "cache": cache, "stages": stages}
 
 
 def _metrics(cfg, cache: Path, model) -> dict[str, float]:
-    test = P.train_batches(cache, cfg, cfg.data.batch_size, train=False, split="test")(0)
-    with P._seeded(cfg.train.seed, "pretext"):
+    test = train_batches(cache, cfg, cfg.data.batch_size, train=False, split="test")(0)
+    with seeded(cfg.train.seed, "pretext"):
         return E.pretext_metrics(model, test, None, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
 def before_after(trained) -> tuple[dict, dict]:
     cfg, cache = trained["cfg"], trained["cache"]
-    untrained = _metrics(cfg, cache, P.build_model(cfg))
-    model = P.build_model(cfg)
-    P._load_parts(model, trained["stages"]["video"] / "model.pt")  # pose + context + video parts
+    untrained = _metrics(cfg, cache, build_model(cfg))
+    model = build_model(cfg)
+    load_parts(model, trained["stages"]["video"] / "model.pt")  # pose + context + video parts
     return untrained, _metrics(cfg, cache, model)
 
 
@@ -81,9 +83,9 @@ def test_the_knn_probe_does_not_change_training(tmp_path):
     weights = []
     for every in (0, 1):
         cfg = apply_overrides(tiny(), {"train.pose_epochs": 2, "data.max_videos": 16, "eval.probe_every": every})
-        cache, out = P.prepared(cfg.data.source, cfg), tmp_path / f"probe{every}"
+        cache, out = prepared(cfg.data.source, cfg), tmp_path / f"probe{every}"
         out.mkdir()
-        events = list(P.pretrain_stage("pose", cfg, cache, {}, out, "test", torch.device("cpu")))
+        events = list(pretrain_stage("pose", cfg, cache, {}, out, "test", torch.device("cpu")))
         probes = [e for e in events if "probe/synthetic/knn_top1" in e]
         assert len(probes) == 2 * every
         weights.append(torch.load(out / "model.pt", weights_only=True)["model"])

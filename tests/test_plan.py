@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from csvr.config import apply_overrides, tiny
-from csvr.pipeline import StageStore, _finish, stage_key
+from csvr.stages.store import StageStore, finish
+from csvr.stages.table import stage_key
 from trainables import plan as P
 from trainables.study import main, parse_args
 
@@ -43,7 +44,7 @@ def test_plan_keys_are_the_pipelines_and_the_store_is_read(tmp_path):
     store = StageStore(tmp_path / "stages")
     done = store.path("joint", stage_key("joint", cfg))
     done.mkdir(parents=True)
-    _finish(done, "joint", stage_key("joint", cfg), 30.0)  # 3 joint epochs took 30 s
+    finish(done, "joint", stage_key("joint", cfg), 30.0)  # 3 joint epochs took 30 s
     trial = P.PlannedTrial("s", "1", {}, stages)
     P.mark([trial], store)
     joint = next(s for s in trial.stages if s.stage == "joint")

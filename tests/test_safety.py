@@ -28,7 +28,8 @@ import pytest
 
 from csvr.data.layouts import LayoutError, read_dataset
 from csvr.data.sources import CacheError, ensure_prepared, manifest_matches
-from csvr.pipeline import StageStore, _finish, read_done
+from csvr.stages.store import StageStore, read_done
+from csvr.stages.store import finish as _finish
 from csvr.prepare import FAULT_ENV, MAX_RETRIES, PrepareError, main as prepare_main, prepare
 from tests.media import write_clip
 from tests.test_layouts import make_hmdb51, make_ucf101
@@ -256,7 +257,7 @@ def test_done_marker_is_never_seen_half_written(tmp_path):
 
 def test_explicit_cache_is_used_instead_of_preparing_again(tmp_path, monkeypatch):
     from csvr.config import apply_overrides, tiny
-    from csvr.pipeline import prepared
+    from csvr.data.loaders import prepared
     from csvr.train import build_config, parse_args
 
     home = tmp_path / "home"

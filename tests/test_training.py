@@ -216,7 +216,7 @@ def cache(tmp_path_factory):
 
 
 def test_pipeline_stage_resume_equals_uninterrupted(cache, tmp_path):
-    from csvr.pipeline import pretrain_stage
+    from csvr.stages.pretrain import pretrain_stage
 
     torch.set_num_threads(1)
     cfg = apply_overrides(tiny(), {"data.batch_size": 2, "data.max_videos": 4, "train.pose_epochs": 2,

@@ -5,7 +5,7 @@
         [--seeds 3] [--epoch-seconds step.json] [--json plan.json]     # every study at the paper preset
 
 Nothing runs: no Ray, no MLflow run, no dataset read. Each trial's stages are listed in `run_trial`'s order
-with the key the pipeline gives them (`csvr.pipeline.stage_key`), and marked
+with the key the pipeline gives them (`csvr.stages.table.stage_key`), and marked
   compute   first use of that key, not in the stage store yet
   store     already done in `<storage>/stages` (its done.json exists)
   shared    an earlier trial of this plan (any study) computes the same key
@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from csvr.config import Config, apply_overrides, flatten, preset
-from csvr.pipeline import STAGE_KEYS, StageStore, dataset_kind, needed_stages, stage_key
+from csvr.data.loaders import dataset_kind
+from csvr.stages.store import StageStore
+from csvr.stages.table import STAGE_KEYS, needed_stages, stage_key
 
 KNOWN_TRAIN_VIDEOS = {"ucf101": 9537, "hmdb51": 3570}  # official split 1 train lists, when no cache is prepared
 PAPER_CELLS = {  # Table I f_i_full, III layer 6, IV MI-InfoNCE, V both and Fig. 3 (0.75, 0.75): one pretraining

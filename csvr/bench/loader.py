@@ -103,7 +103,7 @@ def _default_cache(tmp: Path, cfg: Config, frames: int) -> Path:
 def _data_cache(args: argparse.Namespace, cfg: Config, tmp: Path) -> Path:
     """--data KIND:PATH reads that dataset's prepared cache (prepared once, as training does); else sample videos."""
     if args.data:
-        from csvr.pipeline import prepared
+        from csvr.data.loaders import prepared
 
         return prepared(args.data, cfg)
     return _default_cache(tmp, cfg, args.frames or 0)

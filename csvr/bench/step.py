@@ -40,7 +40,7 @@ def random_batch(cfg: Config, classes: int = CLASSES, seed: int = 0) -> dict:
 
 def csvr_step(cfg: Config, device: torch.device) -> Callable[[dict], object]:
     """The full joint-stage step (Eq. 9) with the OSGAN update, exactly as pretraining runs it."""
-    from csvr.pipeline import build_model
+    from csvr.models.build import build_model
     from csvr.training.loop import make_optimizers, set_train_mode, train_step
 
     cfg = apply_overrides(cfg, {"train.gan_update": "osgan"})
