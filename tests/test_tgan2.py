@@ -227,3 +227,15 @@ def test_train_cli_runs_with_tgan2(tmp_path, monkeypatch, capsys):
             for k in range(3)} <= logged
     ran = json.loads((train.latest_run_dir(tmp_path) / "artifacts" / "config.json").read_text())
     assert ran["model"]["video_gan"] == "tgan2"
+
+
+def test_video_gan_fields_key_the_video_and_joint_stages_only():
+    from csvr.stages.table import STAGE_KEYS, stage_key
+
+    for key in ("model.video_gan", "model.video_levels"):
+        assert key in STAGE_KEYS["video"] and key in STAGE_KEYS["joint"]
+        assert key not in STAGE_KEYS["pose"] and key not in STAGE_KEYS["context"]
+    single, multi = tiny(), apply_overrides(tiny(), {"model.video_gan": "tgan2"})
+    assert stage_key("video", single) != stage_key("video", multi) != stage_key("video", apply_overrides(
+        multi, {"model.video_levels": 2}))
+    assert stage_key("context", single) == stage_key("context", multi)
