@@ -24,27 +24,34 @@ BRANCH_STAGES = ("pose", "context", "video")
 SIGMAS = [0.5, 0.75, 1.0, 1.25]  # the README's sigma grid (studies/sigma_grid.py), first `--grid` values per axis
 
 
-def _grid_compute(configs: list[Config], stores: Callable[[int], Path], workdir: Path) -> dict:
-    """Run every config's pipeline; add up the seconds of the stages computed, of them branch pretraining and the
-    IS classifier, the seconds the reused stages had cost when they were computed, and the wall time."""
+def _add_stage(out: dict, ev: dict) -> None:
+    """Count one stage event: seconds computed (of them branch pretraining and the IS classifier), or the seconds
+    a reused stage had cost when it was computed."""
+    if ev["status"] == "reused":
+        out["stages_reused"] += 1
+        out["reused_s"] += ev["seconds"]
+        return
+    out["stages_computed"] += 1
+    out["compute_s"] += ev["seconds"]
+    out["branch_s"] += ev["seconds"] if ev["stage"] in BRANCH_STAGES else 0.0
+    out["is_classifier_s"] += ev["seconds"] if ev["stage"].startswith("is_classifier/") else 0.0
+
+
+def _grid_compute(configs: list[Config], root: Path) -> tuple[dict, dict]:
+    """Every config's pipeline twice, interleaved trial by trial so that both arms see the same machine load:
+    with a fresh store (everything recomputed) and with the grid's one store. Totals per arm, and wall time."""
     from csvr.pipeline import run_trial
 
-    out = {"compute_s": 0.0, "reused_s": 0.0, "branch_s": 0.0, "is_classifier_s": 0.0, "stages_computed": 0,
-           "stages_reused": 0}
-    start = time.perf_counter()
+    arms = {arm: {"compute_s": 0.0, "reused_s": 0.0, "branch_s": 0.0, "is_classifier_s": 0.0, "stages_computed": 0,
+                  "stages_reused": 0, "wall_s": 0.0} for arm in ("alone", "shared")}
     for i, cfg in enumerate(configs):
-        for ev in run_trial(cfg, workdir / f"trial{i}", stores(i)):
-            if ev["kind"] != "stage":
-                continue
-            if ev["status"] == "reused":
-                out["stages_reused"] += 1
-                out["reused_s"] += ev["seconds"]
-                continue
-            out["stages_computed"] += 1
-            out["compute_s"] += ev["seconds"]
-            out["branch_s"] += ev["seconds"] if ev["stage"] in BRANCH_STAGES else 0.0
-            out["is_classifier_s"] += ev["seconds"] if ev["stage"].startswith("is_classifier/") else 0.0
-    return {**out, "wall_s": time.perf_counter() - start}
+        for arm, store in (("alone", root / f"alone{i}"), ("shared", root / "shared")):
+            start = time.perf_counter()
+            for ev in run_trial(cfg, root / arm / f"trial{i}", store):
+                if ev["kind"] == "stage":
+                    _add_stage(arms[arm], ev)
+            arms[arm]["wall_s"] += time.perf_counter() - start
+    return arms["alone"], arms["shared"]
 
 
 def grid_configs(args: argparse.Namespace) -> list[Config]:
@@ -64,15 +71,14 @@ def grid_configs(args: argparse.Namespace) -> list[Config]:
 def bench_study(args: argparse.Namespace) -> Report:
     """The grid run through the pipeline twice in this process, after one warm-up trial (data prepared, code paths
     warm): with a fresh store per trial (every stage recomputed) and with one store for the whole grid (as
-    studies run it)."""
+    studies run it), trial by trial in turn."""
     if args.search:
         return bench_search(args)
     configs = grid_configs(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _grid_compute(configs[:1], lambda i: root / "warm", root / "warm")
-        alone = _grid_compute(configs, lambda i: root / f"alone{i}", root / "b")
-        shared = _grid_compute(configs, lambda i: root / "shared", root / "a")
+        _grid_compute(configs[:1], root / "warm")
+        alone, shared = _grid_compute(configs, root)
     total = max(alone["compute_s"], 1e-9)
     saved = 1 - shared["compute_s"] / total
     shares = {"branch_share": alone["branch_s"] / total, "is_classifier_share": alone["is_classifier_s"] / total}
