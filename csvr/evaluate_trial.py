@@ -20,25 +20,26 @@ from csvr.models.csvr import CSVR
 from csvr.stages.finetune import finetune_stage, load_classifier
 from csvr.stages.store import StageStore
 from csvr.stages.table import PROBE_FEATURE, stage_key
-from csvr.training.finetune import Classifier, feature_model
+from csvr.training.finetune import Classifier, feature_model, retrieval_model
 
 
 def evaluate(cfg: Config, spec: str, classifier: Classifier | None, stages: dict[str, Path], device: torch.device,
              artifacts: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """Recognition (the finetuned classifier, or `eval.protocol` linear / knn on frozen features) and retrieval,
-    both on the pretrained representation of `eval.feature_source` (mean over `eval.retrieval_clips` clips)."""
+    """Recognition (the finetuned classifier, or `eval.protocol` linear / knn on the frozen representation of
+    `eval.feature_source`) and retrieval (`eval.retrieval_feature`: by default the pooled pretrained video network,
+    Section IV-B), features averaged over `eval.retrieval_clips` clips per video, train split = gallery."""
     from csvr import reports
 
     cache, kind = prepared(spec, cfg), dataset_kind(spec)
     classes = json.loads((cache / "classes.json").read_text())
-    frozen = frozen_feature(cfg, stages, device)
-    clips = cfg.eval.retrieval_clips
-    gallery = E.video_features(frozen, eval_loader(cache, cfg, "train", clips), device)
-    query = E.video_features(frozen, eval_loader(cache, cfg, "test", clips), device)
+    gallery, query = split_features(retrieval_feature(cfg, stages, device), cfg, cache, device)
     if classifier is not None:
         probs, labels = E.video_scores(classifier, eval_loader(cache, cfg, "test", cfg.eval.test_clips), device)
     else:
-        probs, labels = frozen_scores(cfg, query, gallery, len(classes)), query[1]
+        same = cfg.eval.retrieval_feature == "source"  # retrieval already read the frozen feature source
+        frozen_gallery, frozen_query = (gallery, query) if same else split_features(
+            frozen_feature(cfg, stages, device), cfg, cache, device)
+        probs, labels = frozen_scores(cfg, frozen_query, frozen_gallery, len(classes)), frozen_query[1]
     rec = E.recognition(probs, labels, len(classes))
     hits = E.retrieval_hits(*query, *gallery, cfg.eval.retrieval_ks)  # per test video, in test-split order
     ret = {name: float(hit.mean()) for name, hit in hits.items()}
@@ -48,6 +49,24 @@ def evaluate(cfg: Config, spec: str, classifier: Classifier | None, stages: dict
                **{f"eval/{kind}/group/{g}": v for g, v in groups.items()}}
     files = reports.write_eval_artifacts(artifacts / "eval" / kind, rec, ret, classes, probs, labels, hits)
     return metrics, {f"eval/{kind}/{p.name}": str(p) for p in files}
+
+
+Features = tuple[torch.Tensor, torch.Tensor]  # (V, D) per-video features and (V,) labels
+
+
+def split_features(feature: torch.nn.Module, cfg: Config, cache: Path,
+                   device: torch.device) -> tuple[Features, Features]:
+    """(train, test) per-video features: mean over `eval.retrieval_clips` sliding-window clips."""
+    clips = cfg.eval.retrieval_clips
+    train = E.video_features(feature, eval_loader(cache, cfg, "train", clips), device)
+    return train, E.video_features(feature, eval_loader(cache, cfg, "test", clips), device)
+
+
+def retrieval_feature(cfg: Config, stages: dict[str, Path], device: torch.device) -> torch.nn.Module:
+    """What retrieval ranks videos by (`eval.retrieval_feature`, csvr.training.finetune.retrieval_model); seeded
+    like `frozen_feature`, so `source` is exactly that feature and scratch's random V-network is the same."""
+    with seeded(cfg.train.seed, "finetune"):
+        return retrieval_model(cfg, pretrained_parts(cfg, stages, device)).to(device)
 
 
 def frozen_feature(cfg: Config, stages: dict[str, Path], device: torch.device) -> torch.nn.Module:

@@ -25,7 +25,7 @@ from typing import Iterator
 from csvr.config import Config, flatten, to_dict
 from csvr.data.loaders import dataset_kind, prepared
 from csvr.evaluate_trial import evaluate, pretext
-from csvr.stages.finetune import finetune_stage, load_classifier
+from csvr.stages.finetune import finetune_stage, load_classifier, recipe_metrics
 from csvr.stages.pretrain import pretrain_stage
 from csvr.stages.store import StageStore
 from csvr.stages.table import needed_stages, stage_key
@@ -60,6 +60,7 @@ def run_trial(cfg: Config, workdir: Path, store_root: Path) -> Iterator[dict]:
                 events.append(ev)
                 yield ev
             classifier = load_classifier(cfg, spec, stages, store.path(name, key), device)
+            metrics.update(recipe_metrics(cfg, spec))  # what finetuning ran with (DESIGN.md)
         m, f = evaluate(cfg, spec, classifier, stages, device, artifacts)
         metrics.update(m)
         files.update(f)

@@ -3,20 +3,22 @@
     cache = prepared(cfg.data.source, cfg)                  # prepares the cache on first use
     batches = train_batches(cache, cfg, cfg.data.batch_size)
     for batch in batches(epoch): ...                        # augmented on the training device
+    finetune = finetune_batches(cache, cfg, cfg.finetune.batch_size)  # one clip per video, sampled like eval
     loader = eval_loader(cache, cfg, "test", clips=10)      # EvalClips, centred, every video in order
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from csvr.config import Config
+from csvr.config import Config, DataConfig
 from csvr.data.augment import DeviceBatches
-from csvr.data.dataset import ClipDataset, EvalClips, default_context, seed_worker
+from csvr.data.dataset import ClipDataset, EvalClips, default_context, finetune_clips, seed_worker
 from csvr.data.sources import cache_dir_for, ensure_prepared
 from csvr.training.loop import resolve_device
 
@@ -55,9 +57,25 @@ def train_batches(cache: Path, cfg: Config, batch_size: int, train: bool = True,
     if not train:  # held-out clips for the pretext metrics: every video once, in order
         held_out = _loader(ds, max(2, min(batch_size, len(ds))), d.workers)
         return lambda epoch: DeviceBatches(held_out, d, device, None, epoch)
+    return _epoch_batches(ds, cfg, d, batch_size, split)
+
+
+def finetune_batches(cache: Path, cfg: Config, batch_size: int) -> Callable[[int], Iterable[dict]]:
+    """`batches(epoch)` for finetuning: one clip of data.clip_len frames per video at data.stride, sampled like
+    evaluation's clips (`csvr.data.dataset.finetune_clips`), no future clip, no I-frames."""
+    d = cfg.data
+    ds = finetune_clips(cache, "train", d.clip_len, d.stride, d.cache_size, train=True, seed=cfg.train.seed,
+                        max_videos=d.max_videos)
+    return _epoch_batches(ds, cfg, replace(d, future_len=0), batch_size, "train")
+
+
+def _epoch_batches(ds: ClipDataset, cfg: Config, d: DataConfig, batch_size: int,
+                   split: str) -> Callable[[int], Iterable[dict]]:
+    """Shuffled, augmented training batches of `ds` per epoch; `d` tells `augment` the sample's layout."""
     if len(ds) < batch_size:
-        raise ValueError(f"{cache}: the {split} split has {len(ds)} usable videos, fewer than the batch size "
+        raise ValueError(f"{ds.cache}: the {split} split has {len(ds)} usable videos, fewer than the batch size "
                          f"{batch_size}; lower data.batch_size / finetune.batch_size or raise data.max_videos")
+    device = resolve_device(cfg.train.device)
     sampler = EpochShuffle(len(ds), cfg.train.seed)
     loader = _loader(ds, batch_size, d.workers, sampler, drop_last=True)
 

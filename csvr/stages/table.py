@@ -22,7 +22,7 @@ _DATA = ("data.source", "data.cache_size", "data.split", "data.clip_len", "data.
 _OPTIM = ("train.seed", "train.lr_per_sample", "train.momentum", "train.weight_decay", "train.steps_per_epoch",
           "train.amp", "train.gan_update", "train.optimizer")
 _POSE = _DATA + _OPTIM + ("model.joints", "model.pose_channels", "model.pose_noise_dim", "loss.pose_l2",
-                          "loss.gradient_penalty", "loss.adversarial", "train.pose_epochs")
+                          "loss.gp_weight", "loss.adversarial", "train.pose_epochs")
 _CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim", "model.head_hidden",
                              "loss.context", "loss.temperature", "loss.context_negatives", "train.context_epochs")
 _VIDEO = tuple(dict.fromkeys(_POSE + _CONTEXT + (

@@ -9,6 +9,11 @@ What each `eval.feature_source` initialises (the classifier is always dropout + 
               ("without optimization from video generating branch")
   f_i_concat  the same with a fresh concat integration layer
   f_i_full    everything (pose encoder + head, V-network + g^V, integration layer) from joint pretraining (Eq. 9)
+
+Retrieval (Section IV-B: the "global features" of the "pretrained video network") reads `retrieval_model`: with
+`eval.retrieval_feature=video_net` the pooled V-network the source pretrained (context pretraining for f_s,
+f_i_adain and f_i_concat, joint pretraining for f_i_full, random for scratch; f_d has no V-network: the pooled G_p
+encoder), never a freshly initialised integration layer; `source` reads `feature_model` as recognition does.
 """
 from __future__ import annotations
 
@@ -113,6 +118,24 @@ def feature_model(source: str, cfg: Config, pretrained: "Pretrained") -> nn.Modu
     raise ValueError(f"unknown feature source {source!r}")
 
 
+# The pretrained video network each feature source provides, pooled (B, C'): what retrieval queries with.
+VIDEO_NETWORK: dict[str, Callable[[Config, "Pretrained"], nn.Module]] = {
+    "scratch": lambda cfg, p: VideoFeature(build_video_net(cfg.model.backbone, cfg.model.width)),
+    "f_d": lambda cfg, p: PooledMotionFeature(p.pose_generator()),
+    "f_s": lambda cfg, p: VideoFeature(p.context().video_net),
+    "f_i_adain": lambda cfg, p: VideoFeature(p.context().video_net),
+    "f_i_concat": lambda cfg, p: VideoFeature(p.context().video_net),
+    "f_i_full": lambda cfg, p: VideoFeature(p.joint().context.video_net),
+}
+
+
+def retrieval_model(cfg: Config, pretrained: "Pretrained") -> nn.Module:
+    """The feature retrieval ranks videos by (`eval.retrieval_feature`, module docstring)."""
+    if cfg.eval.retrieval_feature == "source":
+        return feature_model(cfg.eval.feature_source, cfg, pretrained)
+    return VIDEO_NETWORK[cfg.eval.feature_source](cfg, pretrained)
+
+
 @dataclass
 class Pretrained:
     """Lazily loaded pretrained parts; the pipeline fills the loaders from its stage outputs."""
@@ -125,18 +148,23 @@ class Pretrained:
 # training
 
 
-def make_finetune_optim(model: nn.Module, ft: FinetuneConfig, total_epochs: int):
-    """SGD lr = lr_per_sample x B with cosine annealing over the epochs (Section IV-B, Finetuning)."""
-    opt = torch.optim.SGD(model.parameters(), lr=ft.lr_per_sample * ft.batch_size, momentum=ft.momentum,
-                          weight_decay=ft.weight_decay)
+def make_finetune_optim(model: nn.Module, ft: FinetuneConfig, dataset_kind: str, total_epochs: int):
+    """SGD lr = lr_per_sample x B and the weight decay of the dataset's recipe (`FinetuneConfig.recipe`: UCF101
+    0.0001 / 0.003, HMDB51 0.0002 / 0.002 in the paper preset), cosine annealing over the epochs (Section IV-B,
+    Finetuning)."""
+    lr_per_sample, weight_decay = ft.recipe(dataset_kind)
+    opt = torch.optim.SGD(model.parameters(), lr=lr_per_sample * ft.batch_size, momentum=ft.momentum,
+                          weight_decay=weight_decay)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_epochs, 1))
 
 
 def finetune_epochs(model: Classifier, batches: Callable[[int], Iterable[dict]], opt, sched, start: int,
                     epochs: int, steps_per_epoch: int, device: torch.device) -> Iterator[dict]:
-    """Cross-entropy finetuning; yields {"epoch", "loss", "acc"} after each epoch (one host sync per epoch)."""
+    """Cross-entropy finetuning; yields {"epoch", "loss", "acc", "lr"} after each epoch (one host sync per epoch;
+    lr = the scheduled learning rate the epoch ran at)."""
     for epoch in range(start, epochs):
         model.train()
+        lr = opt.param_groups[0]["lr"]
         total, correct, count = torch.zeros((), device=device), torch.zeros((), device=device), 0
         for i, batch in enumerate(batches(epoch)):
             if steps_per_epoch and i >= steps_per_epoch:
@@ -154,4 +182,4 @@ def finetune_epochs(model: Classifier, batches: Callable[[int], Iterable[dict]],
         loss_v, acc_v = (total / max(count, 1)).item(), (correct / max(count, 1)).item()
         if not math.isfinite(loss_v):
             raise FloatingPointError(f"finetuning loss became non-finite in epoch {epoch + 1}")
-        yield {"epoch": epoch + 1, "loss": loss_v, "acc": acc_v}
+        yield {"epoch": epoch + 1, "loss": loss_v, "acc": acc_v, "lr": lr}

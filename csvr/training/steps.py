@@ -57,7 +57,7 @@ def pose_terms(model: CSVR, batch: dict, cfg: LossConfig, mode: str, g_weight: f
         pred, _ = model.pose_generator(poses, mask)  # P_gen (B, T', N, 2)
     critic = lambda p: model.pose_discriminator(p, poses, mask, fmask)  # noqa: E731
     return _adversarial(critic, real, pred, L.masked_pose_l2(pred, real, fmask), "pose", cfg, mode, g_weight,
-                        cfg.pose_l2, cfg.gradient_penalty, d_weight)
+                        cfg.pose_l2, cfg.gp_weight, d_weight)
 
 
 def video_terms(gan: VideoGAN, f_i: Tensor, target: Tensor, name: str, cfg: LossConfig, mode: str,
