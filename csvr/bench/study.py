@@ -2,8 +2,8 @@
 with `--search optuna`, the same Optuna search with and without a pruning scheduler.
 
     python -m csvr.bench study [--grid 4] [--trials N] [--steps 2] [--set KEY=VALUE ...]
-    python -m csvr.bench study --search optuna [--scheduler asha|median] [--seeds 3] [--trials 12]
-                               [--joint-epochs 8] [--steps 4]
+    python -m csvr.bench study --search optuna [--scheduler asha|median] [--seeds 3] [--trials 8]
+                               [--joint-epochs 4] [--steps 2]
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ SEARCH_SETTINGS = {  # tiny models, the whole embedded dataset (66 train / 54 te
     "train.pose_epochs": 1, "train.context_epochs": 1, "train.video_epochs": 1, "train.checkpoint_epochs": "1",
     "finetune.epochs": 2, "finetune.steps_per_epoch": 2, "data.max_videos": 0, "data.workers": 0,
     "eval.retrieval_clips": 1, "eval.test_clips": 1, "train.log_every": 2, "eval.probe_every": 1}
-SEARCH_DEFAULTS = {"trials": 12, "seeds": 3, "joint_epochs": 8, "steps": 4}
+SEARCH_DEFAULTS = {"trials": 8, "seeds": 3, "joint_epochs": 4, "steps": 2}
 TARGET = "eval/synthetic/top1"
 
 
