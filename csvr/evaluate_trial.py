@@ -19,7 +19,7 @@ from csvr.models.build import build_model, load_parts, pretrained_parts, seeded
 from csvr.models.csvr import CSVR
 from csvr.stages.finetune import finetune_stage, load_classifier
 from csvr.stages.store import StageStore
-from csvr.stages.table import PROBE_FEATURE, stage_key
+from csvr.stages.table import IS_CLASSIFIER, stage_named
 from csvr.training.finetune import Classifier, feature_model, retrieval_model
 
 
@@ -85,12 +85,12 @@ def frozen_scores(cfg: Config, query: tuple[torch.Tensor, torch.Tensor], gallery
 
 
 def probe_metrics(cfg: Config, model: CSVR, stage: str, device: torch.device) -> dict[str, float]:
-    """The per-epoch k-NN probe of a pretraining stage: top-1 of `PROBE_FEATURE[stage]` on the pretraining
+    """The per-epoch k-NN probe of a pretraining stage: top-1 of the stage's `probe` feature on the pretraining
     dataset (train split = gallery, test split = queries, one centred clip per video)."""
     spec = cfg.data.source
     cache, kind = prepared(spec, cfg), dataset_kind(spec)
     classes = len(json.loads((cache / "classes.json").read_text()))
-    feature = PROBE_FEATURE[stage](model, cfg.model.feature_dim)
+    feature = stage_named(stage).probe(model, cfg.model.feature_dim)
     was_training = model.training
     with torch.random.fork_rng(devices=[]):  # the loaders draw seeds: training must not depend on probing
         gallery = E.video_features(feature, eval_loader(cache, cfg, "train", 1), device)
@@ -107,7 +107,7 @@ def pretext(cfg: Config, cache: Path, stages: dict[str, Path], store: StageStore
 
     scratch_cfg = apply_overrides(cfg, {"eval.feature_source": "scratch"})
     spec = cfg.data.source
-    key, name = stage_key("is_classifier", scratch_cfg, {"dataset": spec}), f"is_classifier/{dataset_kind(spec)}"
+    key, name = IS_CLASSIFIER.key_of(scratch_cfg, spec), IS_CLASSIFIER.store_name(dataset_kind(spec))
     events = list(store.run(name, key, lambda out: finetune_stage(scratch_cfg, spec, {}, out, key, device,
                                                                   stage=name)))
     is_classifier = load_classifier(scratch_cfg, spec, {}, store.path(name, key), device)

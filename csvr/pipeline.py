@@ -22,13 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from csvr.config import Config, flatten, to_dict
+from csvr.config import Config, to_dict
 from csvr.data.loaders import dataset_kind, prepared
 from csvr.evaluate_trial import evaluate, pretext
 from csvr.stages.finetune import finetune_stage, load_classifier, recipe_metrics
 from csvr.stages.pretrain import pretrain_stage
 from csvr.stages.store import StageStore
-from csvr.stages.table import needed_stages, stage_key
+from csvr.stages.table import FINETUNE, needed_stages, stage_key
 from csvr.training.loop import resolve_device
 
 
@@ -54,8 +54,7 @@ def run_trial(cfg: Config, workdir: Path, store_root: Path) -> Iterator[dict]:
     for spec in cfg.data.finetune_sources or (cfg.data.source,):
         classifier = None
         if cfg.eval.protocol == "finetune":
-            key = stage_key("joint", cfg, {"finetune": flatten(cfg), "dataset": spec})
-            name = f"finetune/{dataset_kind(spec)}"
+            key, name = FINETUNE.key_of(cfg, spec), FINETUNE.store_name(dataset_kind(spec))
             for ev in store.run(name, key, lambda out, s=spec, k=key: finetune_stage(cfg, s, stages, out, k, device)):
                 events.append(ev)
                 yield ev

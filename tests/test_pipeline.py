@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from csvr.config import apply_overrides, preset, tiny
+from csvr.config import apply_overrides, keys, preset, tiny
 from csvr.pipeline import run_trial
 from csvr.stages.store import StageStore, finish
-from csvr.stages.table import NEEDS, STAGE_KEYS, stage_key
+from csvr.stages.table import NEEDS, NOT_IN_ANY_STAGE, STAGE_KEYS, STAGES, stage_key
 
 SMOKE = {"train.steps_per_epoch": 2, "train.joint_epochs": 1, "train.checkpoint_epochs": "1",
          "finetune.epochs": 1, "finetune.steps_per_epoch": 2, "eval.retrieval_clips": 1, "eval.test_clips": 1}
@@ -23,6 +23,29 @@ def test_stage_keys_are_those_of_existing_stores():
     fields nobody renamed is the one computed then. Change this value only with a deliberate key change."""
     assert stage_key("context", tiny()) == "f43b52511c476b3c"
     assert stage_key("context", preset("paper")) == "ac3c008a493e2556"
+
+
+def test_every_config_key_keys_a_stage_or_says_why_not():
+    """A new hyperparameter can never silently reuse a stale stage: it enters some stage's key, or
+    NOT_IN_ANY_STAGE says why it changes no stage's output. No entry there is stale or contradicts a key."""
+    in_a_stage = set().union(*STAGE_KEYS.values())
+
+    def excused(k: str) -> bool:
+        return k in NOT_IN_ANY_STAGE or f"{k.split('.')[0]}.*" in NOT_IN_ANY_STAGE
+    assert [k for k in keys() if k not in in_a_stage and not excused(k)] == []
+    assert [k for k in in_a_stage if k not in keys()] == []  # a renamed field leaves no dead key behind
+    assert [k for k in in_a_stage if excused(k)] == []  # excused yet keyed: one of the two is wrong
+    for entry, reason in NOT_IN_ANY_STAGE.items():
+        matches = [k for k in keys() if k == entry or (entry.endswith(".*") and k.startswith(entry[:-1]))]
+        assert matches and reason, f"stale NOT_IN_ANY_STAGE entry {entry!r}"
+    assert all(k in keys() for row in STAGES.values() for k in (row.epochs, row.keeps_epochs) if k)
+
+
+def test_data_flip_keys_every_pretraining_stage_without_moving_existing_stores():
+    """data.flip entered the keys after stores existed: at its old value (flip on) the keys stay those stores'."""
+    base, off = tiny(), apply_overrides(tiny(), {"data.flip": False})
+    assert stage_key("context", base) == "f43b52511c476b3c"  # the pinned key above, with data.flip=True
+    assert all(stage_key(s, base) != stage_key(s, off) for s in STAGE_KEYS)
 
 
 def test_sigma_enters_only_the_joint_stage():

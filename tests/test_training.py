@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from csvr.config import apply_overrides, tiny
 from csvr.models.csvr import build_csvr
 from csvr.models.integration import AdaINIntegration, ConcatIntegration
+from csvr.stages.table import STAGES
 from csvr.training import checkpoint as ckpt
 from csvr.training.finetune import Classifier, Pretrained, feature_model
 from csvr.training.loop import (NonFiniteLossError, StageState, make_optimizers, set_train_mode, train_stage,
@@ -75,6 +76,48 @@ def test_video_stage_keeps_the_branch_encoders_frozen():
         train_step(model, random_batch(cfg, seed), "video", cfg, opt)
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in frozen.items())  # BN running stats included
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage table (csvr.stages.table) fits the model
+
+
+def test_joint_stage_sides_are_the_models_in_model_order():
+    """Order matters: a resumed stage loads its optimisers' state, which is matched to parameters by position."""
+    model = build_csvr(tiny4())
+    g, d = STAGES["joint"].parameters(model)
+    assert [id(p) for p in g] == [id(p) for p in model.generator_parameters()]
+    assert [id(p) for p in d] == [id(p) for p in model.discriminator_parameters()]
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_each_stage_saves_what_it_trains_and_its_frozen_parts_come_from_upstream(stage):
+    model, row = build_csvr(tiny4()), STAGES[stage]
+    names = {id(p): n for n, p in model.named_parameters()}
+    g, d = row.parameters(model)
+    trained = {names[id(p)] for p in g + d}
+    assert g and not {id(p) for p in g} & {id(p) for p in d}
+    assert all(n.startswith(row.saves) for n in trained)  # nothing trained is lost when model.pt is written
+    assert row.has_discriminator == bool(d)
+    frozen = {n for path in row.frozen for n, _ in model.get_submodule(path).named_parameters(prefix=path)}
+    assert not frozen & trained
+    upstream_saves = tuple(s for u in row.upstream for s in STAGES[u].saves)
+    assert all(n.startswith(upstream_saves) for n in frozen)  # a frozen part is a pretrained one, never random
+
+
+def test_set_train_mode_puts_exactly_the_frozen_parts_in_eval_mode():
+    model = build_csvr(tiny4()).eval()
+    set_train_mode(model, "video")
+    assert not model.context.training and not model.pose_generator.encoder.training
+    assert model.pose_generator.head.training and model.reconstructor.training and model.integration.training
+    set_train_mode(model, "joint")
+    assert all(m.training for m in model.modules())
+
+
+def test_an_unknown_stage_names_the_valid_ones():
+    cfg = tiny4()
+    with pytest.raises(ValueError, match="valid stages: pose, context, video, joint"):
+        stage_terms(build_csvr(cfg), random_batch(cfg), "poses", cfg, mode="d")
 
 
 # ---------------------------------------------------------------------------------------------

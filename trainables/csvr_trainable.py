@@ -71,10 +71,11 @@ class GlobalSteps:
     log later steps only). Stage order follows run_trial: pose, context, video, joint, finetune/<ds>."""
 
     def __init__(self, cfg: Config):
-        t = cfg.train
-        stages = [("pose", t.pose_epochs), ("context", t.context_epochs), ("video", t.video_epochs),
-                  ("joint", t.joint_epochs)] + [(f"finetune/{k}", cfg.finetune.epochs) for k in finetune_kinds(cfg)]
-        stages.append((f"is_classifier/{cfg.data.source.split(':', 1)[0].lower()}", cfg.finetune.epochs))
+        from csvr.stages.table import FINETUNE, IS_CLASSIFIER, STAGES
+
+        stages = [(s.name, s.epochs_of(cfg)) for s in STAGES.values()]
+        stages += [(FINETUNE.store_name(k), cfg.finetune.epochs) for k in finetune_kinds(cfg)]
+        stages.append((IS_CLASSIFIER.store_name(parse_spec(cfg.data.source)[0]), cfg.finetune.epochs))
         self.offsets, total = {}, 0
         for stage, epochs in stages:
             self.offsets.setdefault(stage, total)

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping
 from csvr.config import Config, apply_overrides, flatten, preset
 from csvr.data.loaders import dataset_kind
 from csvr.stages.store import StageStore
-from csvr.stages.table import STAGE_KEYS, needed_stages, stage_key
+from csvr.stages.table import FINETUNE, IS_CLASSIFIER, STAGES, needed_stages, stage_key
 
 KNOWN_TRAIN_VIDEOS = {"ucf101": 9537, "hmdb51": 3570}  # official split 1 train lists, when no cache is prepared
 PAPER_CELLS = {  # Table I f_i_full, III layer 6, IV MI-InfoNCE, V both and Fig. 3 (0.75, 0.75): one pretraining
@@ -69,20 +69,19 @@ def trial_stages(cfg: Config, sampled: Iterable[str] = (), sample: str = "") -> 
     def key(stage: str, reads: Iterable[str], value: str) -> str:
         return f"sampled:{sample}:{stage}" if sampled & set(reads) else value
 
-    t, out = cfg.train, []
+    out, flat = [], flatten(cfg)
     needs = needed_stages(cfg)
     for stage in needs:
-        out.append(PlannedStage(stage, key(stage, STAGE_KEYS[stage], stage_key(stage, cfg)),
-                                getattr(t, f"{stage}_epochs"), stage))
+        row = STAGES[stage]
+        out.append(PlannedStage(stage, key(stage, row.key, stage_key(stage, cfg)), row.epochs_of(cfg), stage))
     for spec in (cfg.data.finetune_sources or (cfg.data.source,)) if cfg.eval.protocol == "finetune" else ():
-        name = f"finetune/{dataset_kind(spec)}"
-        value = stage_key("joint", cfg, {"finetune": flatten(cfg), "dataset": spec})
-        out.append(PlannedStage(name, key(name, flatten(cfg), value), cfg.finetune.epochs, name))
+        name = FINETUNE.store_name(dataset_kind(spec))
+        out.append(PlannedStage(name, key(name, flat, FINETUNE.key_of(cfg, spec)), flat[FINETUNE.epochs], name))
     if "joint" in needs:
         scratch = apply_overrides(cfg, {"eval.feature_source": "scratch"})
-        name = f"is_classifier/{dataset_kind(cfg.data.source)}"
-        value = stage_key("is_classifier", scratch, {"dataset": cfg.data.source})
-        out.append(PlannedStage(name, key(name, STAGE_KEYS["is_classifier"], value), cfg.finetune.epochs, name))
+        name = IS_CLASSIFIER.store_name(dataset_kind(cfg.data.source))
+        value = IS_CLASSIFIER.key_of(scratch, cfg.data.source)
+        out.append(PlannedStage(name, key(name, IS_CLASSIFIER.key, value), flat[IS_CLASSIFIER.epochs], name))
     return out
 
 
@@ -154,7 +153,7 @@ def train_videos(spec: str, cfg: Config) -> int | None:
 
 def bench_epoch_seconds(stage: str, cfg: Config, bench: Mapping) -> float | None:
     """Seconds per epoch of `stage` from a `csvr.bench step` JSON: clips per epoch x seconds per clip."""
-    step = "plain" if stage.startswith(("finetune/", "is_classifier/")) else "csvr"
+    step = "csvr" if stage in STAGES else "plain"  # the classifiers train the plain network
     rows = [r for r in bench.get("rows", []) if r["step"] == step and r["backbone"] == cfg.model.backbone]
     if not rows:
         return None
@@ -164,8 +163,8 @@ def bench_epoch_seconds(stage: str, cfg: Config, bench: Mapping) -> float | None
     steps = cfg.finetune.steps_per_epoch if finetune else cfg.train.steps_per_epoch
     if steps:
         return steps * batch * per_clip
-    spec = cfg.data.source if not stage.startswith("finetune/") else next(
-        s for s in (cfg.data.finetune_sources or (cfg.data.source,)) if f"finetune/{dataset_kind(s)}" == stage)
+    specs = cfg.data.finetune_sources or (cfg.data.source,)
+    spec = next((s for s in specs if FINETUNE.store_name(dataset_kind(s)) == stage), cfg.data.source)
     videos = train_videos(spec, cfg)
     return None if videos is None else (videos // batch) * batch * per_clip
 
@@ -310,7 +309,7 @@ def paper_cells_share(trials: list[PlannedTrial]) -> dict[str, Any]:
     for study, values in PAPER_CELLS.items():
         found = [t for t in trials if t.study == study and t.values.get("train.seed") == 0
                  and all(t.values.get(k) == v for k, v in values.items())]
-        cells[study] = {(s.stage, s.key) for s in found[0].stages if not s.stage.startswith(("finetune/", "is_"))}
+        cells[study] = {(s.stage, s.key) for s in found[0].stages if s.stage in STAGES}
     reference = cells["feature_source"]
     return {"one_pretraining": all(c <= reference for c in cells.values()),
             "joint_key": next(k for s, k in reference if s == "joint"),

@@ -19,22 +19,18 @@ from csvr.config import Config
 from csvr.data.loaders import train_batches
 from csvr.evaluate_trial import probe_metrics
 from csvr.models.build import build_model, load_parts
-from csvr.models.csvr import CSVR
 from csvr.stages.store import finish
-from csvr.stages.table import SAVES, UPSTREAM
+from csvr.stages.table import stage_named
 from csvr.training import checkpoint as ckpt
 from csvr.training.loop import StageState, make_optimizers, place_model, train_stage
 
 
-def saved_state(model: CSVR, stage: str) -> dict:
-    return {k: v for k, v in model.state_dict().items() if k.startswith(SAVES[stage])}
-
-
 def pretrain_stage(stage: str, cfg: Config, cache: Path, upstream: dict[str, Path], out: Path, key: str,
                    device: torch.device) -> Iterator[dict]:
-    """Train one pretraining stage into `out`, resuming from `out/progress.pt` if it exists."""
+    """Train one pretraining stage (its row of csvr.stages.table) into `out`, resuming from `out/progress.pt`."""
+    row = stage_named(stage)
     model = build_model(cfg)
-    for name in UPSTREAM[stage]:
+    for name in row.upstream:
         load_parts(model, upstream[name] / "model.pt")
     model = place_model(model, cfg, device)
     opt = make_optimizers(model, stage, cfg)
@@ -46,8 +42,8 @@ def pretrain_stage(stage: str, cfg: Config, cache: Path, upstream: dict[str, Pat
         opt.load_state_dict(saved["optim"])
         state, seconds = StageState(**saved["state"]), float(saved["seconds"])
         ckpt.set_rng_state(saved["rng"])
-    epochs = getattr(cfg.train, f"{stage}_epochs")
-    batches = train_batches(cache, cfg, cfg.data.batch_size, poses_only=stage == "pose")
+    epochs = row.epochs_of(cfg)
+    batches = train_batches(cache, cfg, cfg.data.batch_size, poses_only=row.poses_only)
     t0 = time.perf_counter()
     for event in train_stage(model, stage, cfg, batches, state, epochs, opt, device):
         every = cfg.eval.probe_every
@@ -57,10 +53,10 @@ def pretrain_stage(stage: str, cfg: Config, cache: Path, upstream: dict[str, Pat
             elapsed = seconds + time.perf_counter() - t0
             ckpt.save(out / "progress.pt", model=model.state_dict(), optim=opt.state_dict(),
                       state=vars(state).copy(), seconds=torch.tensor(elapsed), rng=ckpt.rng_state())
-            if stage == "joint" and state.epoch in cfg.train.checkpoint_epochs:
-                ckpt.save(out / f"epoch_{state.epoch}.pt", model=saved_state(model, stage))
+            if state.epoch in row.kept_epochs(cfg):
+                ckpt.save(out / f"epoch_{state.epoch}.pt", model=row.saved_state(model))
         yield event
-    ckpt.save(out / "model.pt", model=saved_state(model, stage))
+    ckpt.save(out / "model.pt", model=row.saved_state(model))
     total = seconds + time.perf_counter() - t0
     (out / "progress.pt").unlink(missing_ok=True)
     yield finish(out, stage, key, total)

@@ -21,7 +21,8 @@ from torch import nn
 
 from csvr.config import Config
 from csvr.models.csvr import CSVR
-from csvr.training.steps import Terms, stage_has_discriminator, stage_terms
+from csvr.stages.table import stage_named
+from csvr.training.steps import Terms, stage_terms
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -49,17 +50,8 @@ class Optimizers:
 
 
 def stage_parameters(model: CSVR, stage: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(generator/encoder side, discriminator side) parameters that `stage` trains."""
-    pg = model.pose_generator
-    if stage == "pose":
-        return [*pg.encoder.parameters(), *pg.decoder.parameters()], list(model.pose_discriminator.parameters())
-    if stage == "context":
-        return list(model.context.parameters()), []
-    if stage == "video":
-        g = [*pg.head.parameters(), *model.integration.parameters(), *model.reconstructor.generator.parameters(),
-             *model.predictor.generator.parameters()]
-        return g, [*model.reconstructor.discriminator.parameters(), *model.predictor.discriminator.parameters()]
-    return model.generator_parameters(), model.discriminator_parameters()
+    """(generator/encoder side, discriminator side) parameters that `stage` trains (csvr.stages.table)."""
+    return stage_named(stage).parameters(model)
 
 
 def make_optimizers(model: CSVR, stage: str, cfg: Config) -> Optimizers:
@@ -77,16 +69,13 @@ def make_optimizers(model: CSVR, stage: str, cfg: Config) -> Optimizers:
 
 def set_train_mode(model: CSVR, stage: str) -> None:
     """Train what the stage trains; frozen parts run in eval mode (BatchNorm uses running statistics)."""
-    model.train()
-    if stage == "video":
-        model.pose_generator.encoder.eval()
-        model.context.eval()
+    stage_named(stage).set_train_mode(model)
 
 
 def train_step(model: CSVR, batch: dict, stage: str, cfg: Config, opt: Optimizers) -> Terms:
     """One update. OSGAN: one backward serves both players. Alternating: D phase, then G phase."""
     autocast = _autocast(cfg, batch["poses"].device)  # every stage has poses; the pose stage no clip
-    if cfg.train.gan_update == "osgan" or not stage_has_discriminator(stage):
+    if cfg.train.gan_update == "osgan" or not stage_named(stage).has_discriminator:
         with autocast:
             terms = stage_terms(model, batch, stage, cfg, mode="one_stage")
         _zero(opt)

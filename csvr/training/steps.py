@@ -24,9 +24,6 @@ from csvr.models.csvr import CSVR
 from csvr.models.video_gan import VideoGAN, level_target
 from csvr.osgan import generator_scale, one_stage
 
-STAGES = ("pose", "context", "video", "joint")
-
-
 @dataclass
 class Terms:
     d: Tensor | float = 0.0
@@ -133,20 +130,24 @@ def _adversarial(critic, real: Tensor, fake: Tensor, l2: Tensor, name: str, cfg:
 
 
 def stage_terms(model: CSVR, batch: dict, stage: str, cfg: Config, mode: str) -> Terms:
-    """The loss of one stage: branch pretraining ("pose", "context", "video") or Eq. 9 ("joint")."""
-    lc = cfg.loss
-    if stage == "pose":
-        return pose_terms(model, batch, lc, mode)
-    if stage == "context":
-        return context_terms(model, batch, lc)[0]
-    if stage == "video":
-        return _video_stage(model, batch, lc, mode)
-    if stage == "joint":
-        return _joint_stage(model, batch, lc, mode)
-    raise ValueError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+    """The loss of one stage: branch pretraining ("pose", "context", "video") or Eq. 9 ("joint"), the function
+    the stage table (`csvr.stages.table`) names for it."""
+    from csvr.stages.table import stage_named  # the table names the functions below: imported here, not above
+
+    return stage_named(stage).terms(model, batch, cfg.loss, mode)
 
 
-def _video_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
+def pose_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
+    """Pose-branch pretraining: Eq. 1 alone."""
+    return pose_terms(model, batch, lc, mode)
+
+
+def context_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
+    """Context-branch pretraining: Eq. 2 (or Eq. 10 / L2) alone; no discriminator, so `mode` does not matter."""
+    return context_terms(model, batch, lc)[0]
+
+
+def video_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
     """Video GAN pretraining on the frozen, branch-pretrained encoders: trains the motion head (conv + MLP
     after the pose encoder), the integration layer and both video GANs."""
     with torch.no_grad():
@@ -156,7 +157,7 @@ def _video_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
     return _video_terms(model, model.integration(f_d, f_s), batch, lc, mode)
 
 
-def _joint_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
+def joint_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
     """Eq. 9: L = sigma_p L_pose + sigma_c L_context + L_video, end to end."""
     pose = pose_terms(model, batch, lc, mode, g_weight=lc.sigma_p,
                       d_weight=lc.sigma_p if lc.sigma_scales_discriminator else 1.0)
@@ -174,7 +175,3 @@ def _video_terms(model: CSVR, f_i: Tensor, batch: dict, lc: LossConfig, mode: st
         gan, target = gans[name]
         total = total.add(video_terms(gan, f_i, target, name, lc, mode, g_weight=weight))
     return total
-
-
-def stage_has_discriminator(stage: str) -> bool:
-    return stage != "context"
