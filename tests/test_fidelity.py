@@ -68,6 +68,21 @@ def test_finetune_batch_has_the_clip_and_no_future_or_iframes(cache):
     assert torch.isfinite(batch["clip"]).all()
 
 
+def test_finetune_batches_read_finetune_clips(cache):
+    """The finetune stage's loader: clip_len frames per video at data.stride (48 frames: 8 x 4 fits, where the
+    pretraining span 16 x 4 would have dropped to stride 3), augmented to the model's clip."""
+    from csvr.config import apply_overrides, tiny
+    from csvr.data.loaders import finetune_batches
+
+    cfg = apply_overrides(tiny(), {"data.clip_len": 8, "data.future_len": 8, "data.stride": 4, "data.workers": 0})
+    seen = {}
+    for batch in finetune_batches(cache, cfg, 2)(0):
+        assert batch["clip"].shape == (2, 3, 8, cfg.data.size, cfg.data.size)
+        for i, idx in zip(batch["index"].tolist(), batch["frame_indices"].tolist()):
+            seen[i] = set(np.diff(idx).tolist())
+    assert seen[3] == {4} and seen[2] == {1}  # the 48- and the 10-frame video
+
+
 # ---------------------------------------------------------------------------------------------
 # per-dataset finetuning recipes: explicit fields, and what is logged is what ran
 
