@@ -116,7 +116,8 @@ def pretext(cfg: Config, cache: Path, stages: dict[str, Path], store: StageStore
     load_parts(model, stages["joint"] / joint_file)
     model.to(device)
     test = train_batches(cache, cfg, cfg.data.batch_size, train=False, split="test")(0)
+    train_mean = E.mean_frame_of(train_batches(cache, cfg, cfg.data.batch_size, train=False, split="train")(0))
     with seeded(cfg.train.seed, "pretext"):  # noise draws independent of which stages were reused before
-        metrics = E.pretext_metrics(model, test, is_classifier, device)
+        metrics = E.pretext_metrics(model, test, is_classifier, device, train_mean)
         samples = reports.write_samples(artifacts / "samples", model, next(iter(test)), device)
     return events, {f"pretext/{k}": v for k, v in metrics.items()}, {f"samples/{p.name}": str(p) for p in samples}

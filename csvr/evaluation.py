@@ -123,19 +123,36 @@ def group_accuracy(per_class: np.ndarray, groups: list[str | None]) -> dict[str,
 
 
 @torch.no_grad()
+def mean_frame_of(loader: Iterable[dict]) -> Tensor:
+    """The mean frame (3, H, W) of every clip frame a (held-out, unaugmented) loader yields: the output of the best
+    generator that ignores its condition (under L2), i.e. the unconditional baseline of Eqs. 6-7."""
+    total, count = 0.0, 0
+    for batch in loader:
+        clip = batch["clip"].float()  # (B, 3, T, H, W)
+        total = total + clip.sum(dim=(0, 2)).cpu()
+        count += clip.shape[0] * clip.shape[2]
+    return total / max(count, 1)
+
+
 def pretext_metrics(model: CSVR, loader: Iterable[dict], is_classifier: nn.Module | None,
-                    device: torch.device) -> dict[str, float]:
+                    device: torch.device, train_mean: Tensor | None = None) -> dict[str, float]:
     """Table II's pretext metrics on held-out clips (no augmentation), each beside its trivial baseline:
     pose_mse vs pose_mse_copy_last / pose_mse_const_velocity (same joints, same mask); video_l2_reconstruct
     and video_l2_predict vs video_l2_mean_frame / video_l2_mean_frame_future (every frame = the current
-    clip's mean frame); context_acc vs context_chance. A branch that does not beat its baseline has not
-    learned. Means are over batches (the held-out loader yields equal batches except the last)."""
+    clip's mean frame, an oracle that holds the clip's exact background) and, given `train_mean` (the train
+    split's mean frame, `mean_frame_of`), vs video_l2_train_mean / video_l2_train_mean_future (the unconditional
+    generator: every frame = the train split's mean frame; a generator that does not beat it ignores f_i);
+    context_acc vs context_chance. A branch that does not beat its baseline has not learned. Means are over batches (the held-out loader yields equal batches except the last)."""
     model.eval()
     sums: dict[str, list[Tensor]] = {}
     probs = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
         values, f_i = _pretext_batch(model, batch)
+        if train_mean is not None:
+            mean = train_mean.to(device)[None, :, None]  # (1, 3, 1, H, W)
+            values["video_l2_train_mean"] = L.pixel_l2(mean.expand_as(batch["clip"]), batch["clip"])
+            values["video_l2_train_mean_future"] = L.pixel_l2(mean.expand_as(batch["future"]), batch["future"])
         for name, value in values.items():
             sums.setdefault(name, []).append(value.float())
         if is_classifier is not None:

@@ -110,6 +110,24 @@ def test_mean_frame_and_context_chance_by_hand():
     assert L.context_chance(mask).item() == pytest.approx((2 / 4 + 1 / 4 + 1 / 4) / 3)
 
 
+def test_train_mean_frame_and_the_unconditional_baseline_by_hand():
+    """mean_frame_of averages every frame of every clip; pretext_metrics scores it against both targets."""
+    a = torch.zeros(1, 3, 2, 1, 1)
+    b = torch.ones(1, 3, 2, 1, 1) * 4
+    assert torch.equal(E.mean_frame_of([{"clip": a}, {"clip": b}]), torch.full((3, 1, 1), 2.0))
+    cfg = apply_overrides(tiny(), {"data.batch_size": 2, "data.size": 16})
+    torch.manual_seed(0)
+    model = build_csvr(cfg)
+    batch = random_batch(cfg)
+    mean = torch.full((3, 16, 16), 0.5)
+    m = E.pretext_metrics(model, [batch], None, torch.device("cpu"), mean)
+    expected = (batch["clip"] - 0.5).pow(2).sum(1).mean()  # 3 channels summed, mean over B, T, H, W
+    assert m["video_l2_train_mean"] == pytest.approx(float(expected), rel=1e-5)
+    assert m["video_l2_train_mean_future"] == pytest.approx(float((batch["future"] - 0.5).pow(2).sum(1).mean()),
+                                                           rel=1e-5)
+    assert "video_l2_train_mean" not in E.pretext_metrics(model, [batch], None, torch.device("cpu"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Eq. 8 and Eq. 9 on gradients
 
