@@ -13,8 +13,8 @@ from csvr.models.integration import AdaINIntegration, ConcatIntegration
 from csvr.stages.table import STAGES
 from csvr.training import checkpoint as ckpt
 from csvr.training.finetune import Classifier, Pretrained, feature_model
-from csvr.training.loop import (NonFiniteLossError, StageState, make_optimizers, set_train_mode, train_stage,
-                                train_step)
+from csvr.training.loop import (NonFiniteLossError, StageState, make_optimizers, set_train_mode,
+                                to_channels_last_3d, train_stage, train_step)
 from csvr.training.steps import stage_terms
 from tests.conftest import random_batch
 
@@ -316,3 +316,17 @@ def test_every_epoch_event_carries_the_epoch_means(tiny_cfg):
     assert [e["kind"] for e in events] == ["log", "epoch", "log", "epoch"]
     for log, epoch in zip(events[::2], events[1::2]):
         assert epoch["train/context/context/loss"] == pytest.approx(log["train/context/context/loss"])
+
+
+def test_channels_last_3d_converts_the_3d_weights_and_keeps_the_2d_ones(tiny_cfg):
+    """place_model's CUDA path: `Module.to(memory_format=channels_last_3d)` fails on the Conv2d weights (I-network,
+    image generators); to_channels_last_3d converts only the 5-D weights, and the model still runs a step."""
+    model = build_csvr(tiny_cfg)
+    with pytest.raises(RuntimeError, match="rank 5"):
+        build_csvr(tiny_cfg).to(memory_format=torch.channels_last_3d)
+    to_channels_last_3d(model)
+    params = list(model.parameters())
+    assert any(p.dim() == 4 for p in params)
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in params if p.dim() == 5)
+    terms = stage_terms(model, random_batch(tiny_cfg), "joint", tiny_cfg, mode="one_stage")
+    (terms.d + terms.g).backward()

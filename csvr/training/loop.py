@@ -131,9 +131,18 @@ def place_model(model: CSVR, cfg: Config, device: torch.device) -> CSVR:
         return model
     torch.backends.cudnn.benchmark = True
     if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        to_channels_last_3d(model)
     if cfg.train.compile:
         model.context.video_net.compile()  # in place: state_dict keys stay unchanged
+    return model
+
+
+def to_channels_last_3d(model: nn.Module) -> nn.Module:
+    """channels_last_3d for the 5-D (Conv3d) weights only, in place. `Module.to(memory_format=channels_last_3d)`
+    raises "required rank 5 tensor" on the Conv2d weights of the I-network and the image generators."""
+    for param in model.parameters():
+        if param.dim() == 5:
+            param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
     return model
 
 
