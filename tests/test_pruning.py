@@ -60,8 +60,8 @@ def test_asha_stops_at_the_first_joint_epoch_not_during_branch_pretraining():
 
 
 def test_optuna_is_told_only_finite_metrics():
-    """Epoch reports carry the final metric as NaN; the searcher drops them (Optuna logged 'value nan is not
-    acceptable' once per epoch) and keeps finite values."""
+    """Epoch reports carry the final metric as NaN; the searcher drops them (Optuna stored them as intermediate
+    values) and keeps finite values."""
     from ray import tune
 
     search = pruning.FinalMetricOptuna(space={"loss.sigma_p": tune.uniform(0.5, 1.25)}, metric=TARGET, mode="max",
@@ -70,6 +70,25 @@ def test_optuna_is_told_only_finite_metrics():
     search.on_trial_result("t1", {TARGET: math.nan, "training_iteration": 1, "global_epoch": 1})
     search.on_trial_result("t1", {TARGET: 0.5, "training_iteration": 2, "global_epoch": 2})
     assert search._ot_study.trials[0].intermediate_values == {2: 0.5}
+
+
+def test_optuna_records_stopped_trials_as_pruned():
+    """A trial the scheduler stopped ends with NaN as its metric: PRUNED in Optuna (Tune's OptunaSearch told it
+    COMPLETE with NaN, Optuna logged "The value nan is not acceptable" and left it RUNNING); a diverged trial FAIL;
+    a finished one COMPLETE."""
+    from optuna.trial import TrialState
+    from ray import tune
+
+    search = pruning.FinalMetricOptuna(space={"loss.sigma_p": tune.uniform(0.5, 1.25)}, metric=TARGET, mode="max",
+                                       seed=0)
+    for trial_id in ("stopped", "diverged", "finished"):
+        search.suggest(trial_id)
+    search.on_trial_complete("stopped", {TARGET: math.nan, "global_epoch": 5})
+    search.on_trial_complete("diverged", {TARGET: math.nan, "trial_failed": 1.0})
+    search.on_trial_complete("finished", {TARGET: 0.5, "compute_seconds": 1.0})
+    trials = search._ot_study.trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].value == 0.5
 
 
 def test_scheduler_needs_a_search():

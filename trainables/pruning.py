@@ -89,16 +89,27 @@ def make_scheduler(name: str, cfg: Config, reduction_factor: int = 2, grace_peri
 
 
 class FinalMetricOptuna(OptunaSearch):
-    """OptunaSearch told only the trial's final metric. Every epoch report carries the metric as NaN (Tune's
-    OptunaSearch indexes it in each result) and OptunaSearch passes each result to `optuna.Trial.report`, which
-    logged "value nan is not acceptable" once per epoch; a non-finite intermediate value is dropped here (no
-    Optuna pruner reads them: pruning is Tune's scheduler, on the probe). The final result is untouched: a
-    diverged trial's NaN still fails its Optuna trial."""
+    """OptunaSearch told only the trial's final metric, and told a stopped trial as PRUNED.
+
+    Every epoch report carries the metric as NaN (Tune's OptunaSearch indexes it in each result) and OptunaSearch
+    passes each result to `optuna.Trial.report`, which stored NaN as an intermediate value; non-finite ones are
+    dropped here (no Optuna pruner reads them: pruning is Tune's scheduler, on the probe). At the end, a trial the
+    scheduler stopped has NaN as its last metric: Tune's OptunaSearch told Optuna COMPLETE with NaN, which Optuna
+    refused (the log line "The value nan is not acceptable"), leaving the Optuna trial RUNNING for good; a diverged
+    trial the same. Here a stopped trial is told PRUNED (what Tune's OptunaSearch does for a result without the
+    metric), a diverged (`trial_failed`) or errored one FAIL, a finished one COMPLETE."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric) if isinstance(self.metric, str) else None
         if isinstance(value, (int, float)) and math.isfinite(value):
             super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
+        if isinstance(value, float) and not math.isfinite(value):
+            error = error or bool(result.get("trial_failed"))
+            result = {k: v for k, v in result.items() if k != self.metric}  # no metric: PRUNED, or FAIL if error
+        super().on_trial_complete(trial_id, result, error)
 
 
 def was_pruned(result) -> bool:
