@@ -228,7 +228,7 @@ def pose_setup():
 @pytest.mark.parametrize("gp", [0.0, 10.0])
 def test_pose_terms_one_stage_matches_separate_phases(pose_setup, gp):
     cfg, model, batch = pose_setup
-    lc = apply_overrides(cfg, {"loss.gp_weight": gp, "loss.pose_l2": 0.5, "loss.adversarial": 2.0}).loss
+    lc = apply_overrides(cfg, {"loss.gp_weight": gp, "loss.pose_l2": 0.5, "loss.pose_adversarial": 2.0}).loss
     disc, gen = model.pose_discriminator, model.pose_generator
     g_params = [*gen.encoder.parameters(), *gen.decoder.parameters()]
 

@@ -168,6 +168,18 @@ def test_sigma_on_the_discriminator_side_scales_its_gradients(on_d, ratio):
     assert torch.allclose(video_d[0], video_d[1], rtol=1e-4, atol=1e-7)  # sigma_p leaves D_v alone
 
 
+def test_video_adversarial_weighs_only_the_video_games():
+    """loss.video_adversarial scales D_v's gradients (its whole loss is adversarial) and leaves D_p's alone;
+    loss.pose_adversarial does the reverse."""
+    video_d = [_grads(tiny4(**{"loss.video_adversarial": v}), "reconstructor.discriminator") for v in (0.5, 1.0)]
+    assert video_d[0].abs().sum() > 0
+    assert torch.allclose(video_d[1], 2 * video_d[0], rtol=1e-4, atol=1e-7)
+    pose_d = [_grads(tiny4(**{"loss.video_adversarial": v}), "pose_discriminator") for v in (0.5, 1.0)]
+    assert torch.allclose(pose_d[0], pose_d[1], rtol=1e-4, atol=1e-7)
+    video_d = [_grads(tiny4(**{"loss.pose_adversarial": v}), "reconstructor.discriminator") for v in (0.5, 1.0)]
+    assert torch.allclose(video_d[0], video_d[1], rtol=1e-4, atol=1e-7)
+
+
 def test_eq8_halves_each_video_loss():
     assert video_weights("both") == {"reconstruct": 0.5, "predict": 0.5}
     both = _grads(tiny4(), "reconstructor.generator")

@@ -142,7 +142,7 @@ def test_one_stage_matches_separate_phases_with_one_discriminator_per_level(tgan
     """OSGAN stays exact: one backward of d + g gives every level's discriminator its own gradient and the
     generator the gradient of its own loss, as a discriminator phase and a generator phase would."""
     cfg, model, batch = tgan2_setup
-    lc = apply_overrides(cfg, {"loss.adversarial": adversarial, "loss.video_l2": video_l2}).loss
+    lc = apply_overrides(cfg, {"loss.video_adversarial": adversarial, "loss.video_l2": video_l2}).loss
     gan = model.predictor
     f_i = torch.randn(4, cfg.model.feature_dim, dtype=torch.float64)
 
@@ -163,7 +163,7 @@ def test_one_stage_matches_separate_phases_with_one_discriminator_per_level(tgan
 
 def test_adversarial_term_is_the_mean_over_levels_and_l2_is_the_finest_levels(tgan2_setup):
     cfg, model, batch = tgan2_setup
-    lc = apply_overrides(cfg, {"loss.adversarial": 2.0, "loss.video_l2": 0.5}).loss
+    lc = apply_overrides(cfg, {"loss.video_adversarial": 2.0, "loss.video_l2": 0.5}).loss
     gan, target = model.reconstructor, batch["clip"]
     f_i = torch.randn(4, cfg.model.feature_dim, dtype=torch.float64)
     with torch.no_grad():
@@ -196,7 +196,7 @@ def test_single_is_the_single_level_loss_it_was():
         torch.manual_seed(4)
         fake = gan.generator(f_i)
         want = _adversarial(gan.discriminator, batch["clip"], fake, L.pixel_l2(fake, batch["clip"]), "reconstruct",
-                            cfg.loss, mode, 0.5, cfg.loss.video_l2, 0.0)
+                            cfg.loss.video_adversarial, mode, 0.5, cfg.loss.video_l2, 0.0)
         assert set(got.logs) == set(want.logs) == ({"reconstruct/l2", "reconstruct/g_adv"} if mode == "g" else
                                                    {"reconstruct/l2", "reconstruct/g_adv", "reconstruct/d_real",
                                                     "reconstruct/d_fake"})

@@ -87,13 +87,13 @@ _DATA = ("data.source", "data.cache_size", "data.split", "data.clip_len", "data.
 _OPTIM = ("train.seed", "train.lr_per_sample", "train.momentum", "train.weight_decay", "train.steps_per_epoch",
           "train.amp", "train.gan_update", "train.optimizer")
 _POSE = _DATA + _OPTIM + ("model.joints", "model.pose_channels", "model.pose_noise_dim", "loss.pose_l2",
-                          "loss.gp_weight", "loss.adversarial", "train.pose_epochs")
+                          "loss.gp_weight", "loss.pose_adversarial", "train.pose_epochs")
 _CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim", "model.head_hidden",
                              "loss.context", "loss.temperature", "loss.context_negatives", "train.context_epochs")
 _VIDEO = _union(_POSE, _CONTEXT, (
     "model.integration", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
-    "model.disc_channels", "model.video_gan", "model.video_levels", "loss.video_l2", "loss.generation_target",
-    "train.video_epochs"))
+    "model.disc_channels", "model.video_gan", "model.video_levels", "loss.video_l2", "loss.video_adversarial",
+    "loss.generation_target", "train.video_epochs"))
 _JOINT = _union(_VIDEO, ("loss.sigma_p", "loss.sigma_c", "loss.sigma_scales_discriminator", "train.joint_epochs",
                          "train.checkpoint_epochs"))
 # Fields added to a key after stores existed, with the value every older store was computed with: left out of

@@ -13,7 +13,7 @@ literal reading) D_p's loss and gradient penalty are scaled too, otherwise only 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -53,8 +53,8 @@ def pose_terms(model: CSVR, batch: dict, cfg: LossConfig, mode: str, g_weight: f
     with torch.no_grad() if mode == "d" or not train_encoder else nullcontext():
         pred, _ = model.pose_generator(poses, mask)  # P_gen (B, T', N, 2)
     critic = lambda p: model.pose_discriminator(p, poses, mask, fmask)  # noqa: E731
-    return _adversarial(critic, real, pred, L.masked_pose_l2(pred, real, fmask), "pose", cfg, mode, g_weight,
-                        cfg.pose_l2, cfg.gp_weight, d_weight)
+    return _adversarial(critic, real, pred, L.masked_pose_l2(pred, real, fmask), "pose", cfg.pose_adversarial, mode,
+                        g_weight, cfg.pose_l2, cfg.gp_weight, d_weight)
 
 
 def video_terms(gan: VideoGAN, f_i: Tensor, target: Tensor, name: str, cfg: LossConfig, mode: str,
@@ -63,13 +63,13 @@ def video_terms(gan: VideoGAN, f_i: Tensor, target: Tensor, name: str, cfg: Loss
 
     The generator renders L levels (L = 1 for `model.video_gan=single`); level k's discriminator plays its own
     game against the real clip at that level's frames and resolution (`level_target`). The adversarial term is
-    the mean over the L games (each weighs loss.adversarial / L on both sides, so the one-stage scaling stays
+    the mean over the L games (each weighs loss.video_adversarial / L on both sides, so the one-stage scaling stays
     exact per level); the pixel L2 compares the full-resolution level with the target at the same frames
     (DESIGN.md, "TGAN-v2 as published (Section III-D)"). With L = 1 this is exactly the single-level loss."""
     with torch.no_grad() if mode == "d" else nullcontext():
         levels = gan.generator.levels(f_i.detach() if mode == "d" else f_i)  # [(B, 3, T_k, S_k, S_k), (T_k,)]
     n, size = len(levels), target.shape[-1]
-    per_level = replace(cfg, adversarial=cfg.adversarial / n)
+    per_level = cfg.video_adversarial / n
     total = Terms()
     for k, ((fake, frames), critic) in enumerate(zip(levels, gan.discriminator.critics(), strict=True)):
         real = level_target(target, frames, size // fake.shape[-1])
@@ -92,11 +92,11 @@ def context_terms(model: CSVR, batch: dict, cfg: LossConfig) -> tuple[Terms, Ten
     return Terms(0.0, loss, logs), f_s
 
 
-def _adversarial(critic, real: Tensor, fake: Tensor, l2: Tensor, name: str, cfg: LossConfig, mode: str,
+def _adversarial(critic, real: Tensor, fake: Tensor, l2: Tensor, name: str, adv: float, mode: str,
                  g_weight: float, l2_weight: float, gp_weight: float, d_weight: float = 1.0) -> Terms:
-    """The shared GAN pattern of Eqs. 1, 6, 7 for one generator/discriminator pair. The generator's loss is
-    scaled by g_weight, the discriminator's (with its gradient penalty) by d_weight."""
-    adv = cfg.adversarial
+    """The shared GAN pattern of Eqs. 1, 6, 7 for one generator/discriminator pair: `adv` weighs the adversarial
+    terms against the L2 term (weighed `l2_weight`). The generator's loss is scaled by g_weight, the
+    discriminator's (with its gradient penalty) by d_weight."""
     logs = {f"{name}/l2": l2.detach()}
     if adv == 0:  # no adversarial game: the generator side is the L2 term alone, the discriminator idles
         return Terms(0.0, 0.0 if mode == "d" else g_weight * l2_weight * l2, logs)
