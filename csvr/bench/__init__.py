@@ -5,6 +5,7 @@
     python -m csvr.bench loader  [--cache DIR [--originals DIR]] [--clips N] [--frames N] [--step-rate 433]
     python -m csvr.bench prepare [--videos 4] [--frames 60]
     python -m csvr.bench study   [--grid 2] [--trials N] [--steps 2]
+    python -m csvr.bench study   --search optuna [--scheduler asha|median] [--seeds 3] [--trials 8]
     ... [--json FILE]            # every number, plus the machine and library versions
 
 Each command prints a small table whose last line is the headline ratio:
@@ -27,11 +28,13 @@ Each command prints a small table whose last line is the headline ratio:
   prepare  csvr.prepare.prepare on `--videos` copies of carphone cut to `--frames` frames, with 1 and then 2
            Ray workers (fresh cache each time, workers warmed on a throwaway cache first), and MediaPipe alone
            on one core. Headline: the speed-up from 1 to 2 workers.
-  study    a sigma grid through csvr.pipeline.run_trial (tiny models, stage epochs in the paper's proportions:
-           branches 1+1+1, joint 10, finetune 5; `--steps` steps each) with a fresh stage store per trial and
-           then one store for the whole grid; stage compute = seconds of the stages computed, not reused.
-           Headline: the share of stage compute saved, beside the share of branch pretraining.
-
+  study    the README's sigma grid (tiny preset, its own epochs, `--steps` steps each) through
+           csvr.pipeline.run_trial, every trial twice in turn: with a fresh stage store and with the grid's one
+           store; stage compute = seconds of the stages computed, reused = what the reused stages had cost.
+           Headline: the share of stage compute saved, beside the branch-pretraining + IS-classifier share.
+           `--search optuna`: per seed, the same Optuna search (same sampler seed, `--trials` trials) with fifo
+           and with `--scheduler`, each in a subprocess; stage-epochs, epoch and trial seconds, best final metric.
+           Headline: pruned / unpruned compute and the best-value gap, t intervals over `--seeds`.
 One module per command (csvr/bench/step.py, loader.py, prepare.py, study.py), shared parts in common.py,
 the CLI in __main__.py. `python -m csvr.bench.gpu_check` runs the GPU numbers in one go (its docstring).
 

@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
                      out_help="write every number to this JSON file (the same as --json)")
     p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=None, help="step: V-networks")
     p.add_argument("--batch", type=int, default=0, help="step: batch size (default 4 on CPU, 16 on CUDA)")
-    p.add_argument("--steps", type=int, default=0, help="step: timed steps (default 3 on CPU, 20 on CUDA)")
+    p.add_argument("--steps", type=int, default=0, help="step: timed steps (default 3 on CPU, 20 on CUDA); study: "
+                   "steps per epoch (default 2)")
     p.add_argument("--warmup", type=int, default=None,
                    help="step: untimed steps after the FLOP-counted one (default 2 on CPU, 5 on CUDA)")
     p.add_argument("--threads", type=int, default=0, help="step on the CPU: torch threads (default 1)")
@@ -49,11 +50,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=4, help="prepare: copies of the sample video")
     p.add_argument("--grid", type=int, default=2, help="study: sigma values per axis (grid of N x N trials)")
     p.add_argument("--trials", type=int, default=0, help="study: only the first N trials of the grid; with "
-                   "--search: trials per search (default 6)")
+                   "--search: trials per search (default 8)")
     p.add_argument("--search", choices=("optuna",), default=None,
                    help="study: an Optuna search run with fifo and with --scheduler (same sampler seed)")
     p.add_argument("--scheduler", choices=("asha", "median"), default="asha", help="study --search: the pruner")
-    p.add_argument("--seeds", type=int, default=0, help="study --search: paired searches (default 2)")
+    p.add_argument("--seeds", type=int, default=0, help="study --search: paired searches (default 3)")
     p.add_argument("--joint-epochs", type=int, default=0, help="study --search: joint epochs per trial (default 4)")
     p.add_argument("--step-rate", type=float, default=STEP_RATE, help="loader: clips/s one GPU consumes")
     return p
