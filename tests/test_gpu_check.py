@@ -33,7 +33,8 @@ def test_dry_run_on_the_cpu(tmp_path):
     (tmp_path / "a").rename(tmp_path / "b")  # another absolute path: another cache folder name
     report = gpu_check.main(["run", "--root", str(tmp_path / "b"), "--out", str(tmp_path / "out"), "--device", "cpu",
                              "--preset", "tiny", "--quick", "--backbones", "r3d", "--work", str(tmp_path / "w"),
-                             "--set", "data.batch_size=2", "finetune.batch_size=2"])
+                             "--set", "data.batch_size=2", "finetune.batch_size=2",
+                             "eval.protocol=finetune"])  # the paper preset's protocol: the GPU run's path
     saved = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert saved["step"]["tflops_csvr_over_plain"]["r3d"] > 0 and saved["augment"]["clips_per_s"] > 0
     assert saved["loader"]["workers_for_measured_csvr_step"]["r3d"] >= 1
