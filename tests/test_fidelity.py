@@ -238,7 +238,8 @@ def test_gp_weight_scales_the_discriminator_penalty_and_nothing_else(tiny_cfg):
 
 NEW_VALUES = [("loss.gp_weight", "1.0"), ("finetune.hmdb51_lr_per_sample", "0.0003"),
               ("finetune.hmdb51_weight_decay", "0.001"), ("eval.retrieval_feature", "source"),
-              ("eval.retrieval_feature", "video_net")]
+              ("eval.retrieval_feature", "video_net"), ("loss.video_adversarial", "1.0"),
+              ("loss.pose_adversarial", "0.5")]
 
 
 @pytest.fixture(scope="module")
