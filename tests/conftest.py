@@ -32,3 +32,19 @@ def random_batch(cfg: Config, seed: int = 0) -> dict:
 def tiny_cfg() -> Config:
     torch.set_num_threads(1)
     return apply_overrides(tiny(), {"data.batch_size": 4})
+
+
+def backward_for(terms, mode: str) -> None:
+    """Backpropagate what one update of `mode` backpropagates: d + g (one-stage), d, or g."""
+    {"one_stage": terms.d + terms.g, "d": terms.d, "g": terms.g}[mode].backward()
+
+
+def assert_one_stage_equals_phases(run) -> None:
+    """`run(mode)` -> (discriminator grads, generator grads) after one backward of that mode: the one-stage (OSGAN)
+    update must give both players exactly the gradients of a discriminator phase and a generator phase."""
+    d_one, g_one = run("one_stage")
+    d_sep, _ = run("d")
+    _, g_sep = run("g")
+    for got, want in zip(d_one + g_one, d_sep + g_sep, strict=True):
+        assert torch.allclose(got, want, atol=1e-9, rtol=1e-6)
+    assert sum(g.abs().sum() for g in g_sep) > 0 and sum(g.abs().sum() for g in d_sep) > 0

@@ -13,7 +13,7 @@ from csvr.config import apply_overrides, tiny
 from csvr.models.csvr import build_csvr
 from csvr.osgan import generator_scale, one_stage
 from csvr.training.steps import pose_terms, video_terms
-from tests.conftest import random_batch
+from tests.conftest import assert_one_stage_equals_phases, backward_for, random_batch
 
 torch.set_num_threads(1)
 LOG2 = math.log(2.0)
@@ -236,17 +236,10 @@ def test_pose_terms_one_stage_matches_separate_phases(pose_setup, gp):
         _zero(model)
         torch.manual_seed(1)  # same z_p and GP interpolates in every mode
         t = pose_terms(model, batch, lc, mode, g_weight=0.75)
-        (t.d + t.g).backward() if mode == "one_stage" else (t.d if mode == "d" else t.g).backward()
+        backward_for(t, mode)
         return _grads(disc.parameters()), _grads(g_params)
 
-    d_one, g_one = run("one_stage")
-    d_sep, _ = run("d")
-    _, g_sep = run("g")
-    for got, want in zip(d_one, d_sep):
-        assert torch.allclose(got, want, atol=1e-9, rtol=1e-6)
-    for got, want in zip(g_one, g_sep):
-        assert torch.allclose(got, want, atol=1e-9, rtol=1e-6)
-    assert sum(g.abs().sum() for g in g_sep) > 0 and sum(g.abs().sum() for g in d_sep) > 0
+    assert_one_stage_equals_phases(run)
 
 
 def test_video_terms_one_stage_matches_separate_phases(pose_setup):
@@ -258,11 +251,7 @@ def test_video_terms_one_stage_matches_separate_phases(pose_setup):
         _zero(model)
         torch.manual_seed(2)  # same z_v in every mode
         t = video_terms(gan, f_i, batch["future"], "predict", cfg.loss, mode, g_weight=0.5)
-        (t.d + t.g).backward() if mode == "one_stage" else (t.d if mode == "d" else t.g).backward()
+        backward_for(t, mode)
         return _grads(gan.discriminator.parameters()), _grads(gan.generator.parameters())
 
-    d_one, g_one = run("one_stage")
-    d_sep, _ = run("d")
-    _, g_sep = run("g")
-    for got, want in zip(d_one + g_one, d_sep + g_sep):
-        assert torch.allclose(got, want, atol=1e-9, rtol=1e-6)
+    assert_one_stage_equals_phases(run)

@@ -17,7 +17,7 @@ from csvr.models.csvr import build_csvr
 from csvr.models.video_gan import (MultiLevelDiscriminator, MultiLevelGenerator, VideoDiscriminator, build_video_gan,
                                    level_target, tgan2_levels)
 from csvr.training.steps import _adversarial, stage_terms, video_terms
-from tests.conftest import random_batch
+from tests.conftest import assert_one_stage_equals_phases, backward_for, random_batch
 
 torch.set_num_threads(1)
 
@@ -150,15 +150,10 @@ def test_one_stage_matches_separate_phases_with_one_discriminator_per_level(tgan
         model.zero_grad(set_to_none=True)
         torch.manual_seed(2)  # same z_v and the same subsampling offsets in every mode
         t = video_terms(gan, f_i, batch["future"], "predict", lc, mode, g_weight=0.5)
-        (t.d + t.g).backward() if mode == "one_stage" else (t.d if mode == "d" else t.g).backward()
+        backward_for(t, mode)
         return _grads(gan.discriminator.parameters()), _grads(gan.generator.parameters())
 
-    d_one, g_one = run("one_stage")
-    d_sep, _ = run("d")
-    _, g_sep = run("g")
-    for got, want in zip(d_one + g_one, d_sep + g_sep):
-        assert torch.allclose(got, want, atol=1e-9, rtol=1e-6)
-    assert sum(g.abs().sum() for g in g_sep) > 0 and sum(g.abs().sum() for g in d_sep) > 0
+    assert_one_stage_equals_phases(run)
 
 
 def test_adversarial_term_is_the_mean_over_levels_and_l2_is_the_finest_levels(tgan2_setup):
