@@ -350,7 +350,8 @@ def search_setup(spec: StudySpec, args: argparse.Namespace, grid: Mapping[str, l
     if args.search == "grid":
         return {k: tune.grid_search(list(v)) for k, v in grid.items()}, None
     space = {k: tune.uniform(lo, hi) for k, (lo, hi) in spec.search_space.items()}
-    return space, (FinalMetricOptuna(metric=target, mode="max", seed=args.search_seed) if args.search == "optuna" else None)
+    search = FinalMetricOptuna(metric=target, mode="max", seed=args.search_seed) if args.search == "optuna" else None
+    return space, search
 
 
 def raise_sample_budget(tune_dir: Path, num_samples: int) -> None:
