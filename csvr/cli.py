@@ -69,12 +69,25 @@ def bad_input() -> Iterator[None]:
         fail(str(err))
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A StreamHandler on whatever sys.stderr is when a record is written, not the one it was created with (that
+    one may since have been replaced and closed, e.g. by a redirect or pytest's capture)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def show_progress() -> None:
     """Progress lines of long library steps (generating the embedded dataset: logger "csvr.progress") on
     stderr; a study shows them on its console instead (trainables/console.py)."""
     logger = logging.getLogger("csvr.progress")
     if not logger.handlers:
-        logger.addHandler(logging.StreamHandler(sys.stderr))
+        logger.addHandler(_CurrentStderr())
         logger.setLevel(logging.INFO)
         logger.propagate = False
 

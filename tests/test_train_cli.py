@@ -128,3 +128,23 @@ def test_dataset_generation_reports_progress(tmp_path, capsys, monkeypatch):
     ensure_synthetic(tmp_path / "synthetic")
     lines = [line for line in capsys.readouterr().err.splitlines() if "generating the embedded dataset" in line]
     assert len(lines) == len(CLASSES) and lines[-1].startswith(f"generating the embedded dataset: class {len(CLASSES)}/")
+
+
+def test_progress_lines_follow_the_current_stderr(monkeypatch):
+    """The progress handler writes to sys.stderr as it is now, not the stream it was made with: a closed earlier
+    stderr (a redirect, or another test's capture) used to turn every progress line into a logging error."""
+    import io
+    import logging
+
+    from csvr.cli import show_progress
+
+    logger = logging.getLogger("csvr.progress")
+    monkeypatch.setattr(logger, "handlers", [])
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    show_progress()
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logger.info("generating the embedded dataset: class 1/6")
+    assert second.getvalue() == "generating the embedded dataset: class 1/6\n"
