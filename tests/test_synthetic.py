@@ -74,7 +74,19 @@ def test_layout_and_split_files(generated):
     groups = json.loads((root / "classGroups.json").read_text())
     assert sorted(groups) == sorted(classes)
     assert sorted(groups.values()) == ["both"] * 2 + ["context"] * 2 + ["motion"] * 2
-    assert (root / ".complete").read_text().strip() == S.VERSION
+    assert (root / ".complete").read_text().strip() == S.marker()
+
+
+def test_a_layout_change_without_a_version_bump_is_regenerated(tmp_path, monkeypatch):
+    """Same VERSION, other layout (the stale 11-clips-per-class "synthetic-v2" of an earlier session): not complete."""
+    root = tmp_path / "synthetic"
+    root.mkdir()
+    (root / ".complete").write_text(S.marker() + "\n")
+    assert S.is_complete(root)
+    monkeypatch.setattr(S, "GROUPS", range(1, 12))
+    assert not S.is_complete(root)
+    (root / ".complete").write_text(S.VERSION + "\n")  # a marker from before the digest
+    assert not S.is_complete(root)
 
 
 def test_ground_truth_poses(root):

@@ -30,9 +30,11 @@ split 1 holds out 9 clips per class, 54 test videos, so one video is 1.9 points 
     ROOT/classGroups.json                          {"DriftLeft": "motion", ...}
     ROOT/poses_gt/<Class>/<name>.npy               float32 (F, 33, 3): ground-truth x, y in [0, 1], visibility
     ROOT/videos.json                               per video: scene, motion, sprite height
-    ROOT/.complete                                 VERSION; written last
+    ROOT/.complete                                 "VERSION layout-digest" (`marker()`); written last
 
-Regenerate: delete ROOT (default `$CSVR_HOME/datasets/synthetic`) or bump VERSION, then
+A folder whose marker differs (another VERSION, or the same VERSION with other classes, groups, splits or frame
+sizes: the layout digest) is regenerated on first use. Regenerate by hand: delete ROOT (default
+`$CSVR_HOME/datasets/synthetic`) or bump VERSION, then
     python -m csvr.data.synthetic [ROOT]
 Generation is deterministic (fixed seeds) and takes a few seconds.
 """
@@ -402,9 +404,20 @@ def _write_videos(root: Path) -> None:
     (root / "videos.json").write_text(json.dumps(meta, indent=1))
 
 
+def marker() -> str:
+    """What `.complete` holds: VERSION and a digest of the layout constants (classes, groups, test groups, frame
+    size and count, seed). A layout change that forgot to bump VERSION (as once happened: 11 and then 20 clips per
+    class were both "synthetic-v2") still makes an existing folder stale instead of silently reusing it."""
+    import hashlib
+
+    layout = [[vars(c) for c in CLASSES], list(GROUPS), TEST_GROUPS, [WIDTH, HEIGHT, FRAMES, FPS, SEED, SPRITE_HEIGHT]]
+    digest = hashlib.sha1(json.dumps(layout, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{VERSION} {digest}"
+
+
 def is_complete(root: Path) -> bool:
-    marker = root / ".complete"
-    return marker.is_file() and marker.read_text().strip() == VERSION
+    done = root / ".complete"
+    return done.is_file() and done.read_text().strip() == marker()
 
 
 def ensure_synthetic(root: Path | None = None) -> Path:
@@ -421,7 +434,7 @@ def ensure_synthetic(root: Path | None = None) -> Path:
         try:
             _write_split_files(tmp)
             _write_videos(tmp)
-            (tmp / ".complete").write_text(VERSION + "\n")
+            (tmp / ".complete").write_text(marker() + "\n")
             if root.exists():  # stale or partial: replace it
                 shutil.rmtree(root)
             os.rename(tmp, root)
