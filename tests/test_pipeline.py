@@ -14,7 +14,8 @@ from csvr.pipeline import run_trial
 from csvr.stages.store import StageStore, finish
 from csvr.stages.table import NEEDS, NOT_IN_ANY_STAGE, STAGE_KEYS, STAGES, stage_key
 
-SMOKE = {"train.steps_per_epoch": 2, "train.joint_epochs": 1, "train.checkpoint_epochs": "1",
+SMOKE = {"train.steps_per_epoch": 2, "train.pose_epochs": 2, "train.context_epochs": 2, "train.video_epochs": 2,
+         "train.joint_epochs": 1, "train.checkpoint_epochs": "1", "eval.probe_every": 0,
          "finetune.epochs": 1, "finetune.steps_per_epoch": 2, "eval.retrieval_clips": 1, "eval.test_clips": 1}
 
 
