@@ -11,7 +11,6 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 from csvr.bench.common import Report
 from csvr.config import Config
