@@ -18,6 +18,7 @@ from typing import Any, Literal, Mapping
 
 Backbone = Literal["c3d", "r2plus1d", "r3d", "s3d"]
 Integration = Literal["adain", "concat"]
+FiShape = Literal["map", "vector"]  # model.fi_shape (csvr.models.integration)
 ContextLoss = Literal["mi_infonce", "infonce", "l2"]
 GenerationTarget = Literal["both", "reconstruct", "predict"]
 FeatureSource = Literal["scratch", "f_d", "f_s", "f_i_adain", "f_i_concat", "f_i_full"]
@@ -59,6 +60,9 @@ class ModelConfig:
     feature_dim: int = 512  # C: size of f_s, f_d and f_i
     head_hidden: int = 2048  # hidden width of the two-layer MLP heads g^V and g^I
     integration: Integration = "adain"  # Table I: AdaIN (Eqs. 3-5) or concat + conv
+    # Section III-D, Eqs. 3-5 and [118]: f_s enters the integration layer as the V-network's feature map, so f_i is a
+    # map the generators render from; vector = the pooled x* (DESIGN.md, "f_i as a map")
+    fi_shape: FiShape = "map"
     pose_encoder_layer: Literal[2, 4, 6] = 6  # Table III: which G_p encoder layer gives f_d
     pose_channels: int = 256  # width of the 1D pose CNNs
     pose_noise_dim: int = 64  # z_p

@@ -172,10 +172,10 @@ def _pretext_batch(model: CSVR, batch: dict) -> tuple[dict[str, Tensor], Tensor]
     poses, mask = batch["poses"], batch["pose_mask"]
     future, fmask = batch["future_poses"], batch["future_pose_mask"]
     t_future = future.shape[1]
-    f_s = model.context.video_embedding(batch["clip"])
+    v_map, f_s = model.context.video_features(batch["clip"])
     z = model.context.iframe_embedding(batch["iframes"])
     pred, f_d = model.pose_generator(poses, mask)  # one encoder pass gives P_gen and f_d
-    f_i = model.integration(f_d, f_s)
+    f_i = model.integration(f_d, f_s, v_map)
     clip, future_clip = batch["clip"], batch["future"]
     return {
         "context_acc": L.context_accuracy(f_s, z, batch["iframe_mask"]),

@@ -9,7 +9,8 @@ from csvr import losses as L
 from csvr.config import apply_overrides, paper, tiny
 from csvr.models.backbones import VIDEO_NETS
 from csvr.models.csvr import build_csvr
-from csvr.models.integration import AdaINIntegration, ConcatIntegration
+from csvr.models.integration import (AdaINIntegration, AdaINMapIntegration, ConcatIntegration,
+                                     ConcatMapIntegration, pooled)
 from csvr.training.loop import stage_parameters
 from tests.conftest import random_batch
 
@@ -26,7 +27,10 @@ def check_parts(model, cfg, batch):
     b, s, n = d.batch_size, d.size, cfg.model.joints
     k = batch["iframes"].shape[1]
     feats = model.features(batch["clip"], batch["poses"], batch["pose_mask"])
-    assert {name: f.shape for name, f in feats.items()} == {"f_d": (b, c), "f_s": (b, c), "f_i": (b, c)}
+    assert feats["f_d"].shape == feats["f_s"].shape == pooled(feats["f_i"]).shape == (b, c)
+    v_map = model.context.video_net.features(batch["clip"])
+    f_i_shape = (b, c, *v_map.shape[2:]) if cfg.model.fi_shape == "map" else (b, c)
+    assert feats["f_i"].shape == f_i_shape
     assert model.context.iframe_embedding(batch["iframes"]).shape == (b, k, c)
     pred, f_d = model.pose_generator(batch["poses"], batch["pose_mask"])
     assert pred.shape == (b, d.future_len, n, 2) and f_d.shape == (b, c)
@@ -41,23 +45,28 @@ def check_parts(model, cfg, batch):
     assert all(torch.isfinite(f).all() for f in feats.values())
 
 
+@pytest.mark.parametrize("fi_shape", ["map", "vector"])
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_part_shapes_per_backbone(backbone):
-    cfg = tiny4(**{"model.backbone": backbone})
+def test_part_shapes_per_backbone(backbone, fi_shape):
+    cfg = tiny4(**{"model.backbone": backbone, "model.fi_shape": fi_shape})
     torch.manual_seed(0)
     check_parts(build_csvr(cfg), cfg, random_batch(cfg))
 
 
+LAYERS = {("adain", "map"): AdaINMapIntegration, ("concat", "map"): ConcatMapIntegration,
+          ("adain", "vector"): AdaINIntegration, ("concat", "vector"): ConcatIntegration}
+
+
 @pytest.mark.parametrize("layer", [2, 4, 6])
-@pytest.mark.parametrize("integration", ["adain", "concat"])
-def test_f_d_from_every_encoder_layer_and_integration(layer, integration):
-    cfg = tiny4(**{"model.pose_encoder_layer": layer, "model.integration": integration})
+@pytest.mark.parametrize("integration,fi_shape", sorted(LAYERS))
+def test_f_d_from_every_encoder_layer_and_integration(layer, integration, fi_shape):
+    cfg = tiny4(**{"model.pose_encoder_layer": layer, "model.integration": integration, "model.fi_shape": fi_shape})
     model = build_csvr(cfg)
-    assert isinstance(model.integration, {"adain": AdaINIntegration, "concat": ConcatIntegration}[integration])
+    assert isinstance(model.integration, LAYERS[integration, fi_shape])
     assert model.pose_generator.head.conv[0].in_channels == model.pose_generator.encoder.widths[layer - 1]
     batch = random_batch(cfg)
     feats = model.features(batch["clip"], batch["poses"], batch["pose_mask"])
-    assert feats["f_d"].shape == feats["f_i"].shape == (4, cfg.model.feature_dim)
+    assert feats["f_d"].shape == pooled(feats["f_i"]).shape == (4, cfg.model.feature_dim)
 
 
 def test_generator_and_discriminator_parameters_partition_the_model():
@@ -93,6 +102,43 @@ def test_adain_follows_eqs_3_to_5():
     assert torch.allclose(layer(f_d, f_s), expected, atol=1e-5)
 
 
+def test_adain_on_the_map_follows_eqs_3_to_5_per_position():
+    """model.fi_shape=map: f_s = align(V map); gamma_d, beta_d from f_d broadcast over the positions; M from a
+    3x3x3 convolution of the normalised map, so it differs between positions."""
+    torch.manual_seed(0)
+    layer = AdaINMapIntegration(6, 10).train()
+    f_d, v_map = torch.randn(5, 6), torch.randn(5, 10, 2, 3, 3) * 2 + 1
+    fs = torch.einsum("bcthw,oc->bothw", v_map, layer.align.weight[..., 0, 0, 0]) + layer.align.bias[:, None, None, None]
+    mu, var = fs.mean((0, 2, 3, 4), keepdim=True), fs.var((0, 2, 3, 4), unbiased=False, keepdim=True)
+    fs_bar = (fs - mu) / torch.sqrt(var + layer.norm.eps)
+    m = torch.sigmoid(torch.nn.functional.conv3d(fs_bar, layer.mask.weight, layer.mask.bias, padding=1))
+    gamma, beta = (lin(f_d)[:, :, None, None, None] for lin in (layer.gamma, layer.beta))
+    expected = (1 - m) * (gamma * fs_bar + beta) + m * fs
+    out = layer(f_d, None, v_map)
+    assert out.shape == (5, 6, 2, 3, 3) and torch.allclose(out, expected, atol=1e-5)
+    assert m.std(dim=(2, 3, 4)).min() > 0  # the mask is spatial, not one value per channel
+
+
+@pytest.mark.parametrize("video_gan", ["single", "tgan2"])
+def test_map_generators_render_where_the_map_changes(video_gan):
+    """With f_i as a map the generators are spatially conditioned: moving f_i up in the top-left cell and down in
+    the bottom-right one (the pooled f_i stays the same) changes those corners of the frames more than the two
+    corners whose cells did not change."""
+    cfg = tiny4(**{"model.video_gan": video_gan})
+    torch.manual_seed(0)
+    gen = build_csvr(cfg).reconstructor.generator.eval()
+    f_i, z = torch.randn(2, cfg.model.feature_dim, 1, 2, 2), torch.randn(2, gen.noise_dim)
+    changed = f_i.clone()
+    changed[..., 0, 0] += 3.0
+    changed[..., 1, 1] -= 3.0
+    assert torch.allclose(pooled(changed), pooled(f_i), atol=1e-5)
+    with torch.no_grad():
+        diff = (gen(changed, z) - gen(f_i, z)).abs().mean(dim=(0, 1, 2))  # (S, S)
+    q = cfg.data.size // 4
+    moved = diff[:q, :q].mean() + diff[-q:, -q:].mean()
+    kept = diff[:q, -q:].mean() + diff[-q:, :q].mean()
+    assert moved > 1.5 * kept, (moved, kept)
+
 def test_pose_generator_starts_at_copy_last_and_is_conditional_and_stochastic():
     cfg = tiny4()
     torch.manual_seed(0)
@@ -122,7 +168,8 @@ def test_paper_size_full_forward():
     batch = {k: v[:1] for k, v in random_batch(cfg).items()}
     with torch.no_grad():
         feats = model.features(batch["clip"], batch["poses"], batch["pose_mask"])
-        assert {f.shape for f in feats.values()} == {(1, 512)}
+        assert feats["f_d"].shape == feats["f_s"].shape == (1, 512)
+        assert feats["f_i"].shape == (1, 512, 1, 4, 4)  # model.fi_shape=map: C3D's last map at 16 x 112 x 112
         assert model.context.iframe_embedding(batch["iframes"]).shape == (1, 16 * 4 // 12 + 1, 512)
         pred, _ = model.pose_generator(batch["poses"], batch["pose_mask"])
         assert pred.shape == (1, 16, 33, 2)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from csvr.config import apply_overrides, tiny
 from csvr.models.csvr import build_csvr
-from csvr.models.integration import AdaINIntegration, ConcatIntegration
+from csvr.models.integration import AdaINMapIntegration, ConcatMapIntegration
 from csvr.stages.table import STAGES
 from csvr.training import checkpoint as ckpt
 from csvr.training.finetune import Classifier, Pretrained, feature_model
@@ -200,8 +200,8 @@ def test_every_feature_source_finetunes_a_step(source):
     if source == "f_i_full":
         assert model.feature.integration is joint.integration
     if source in ("f_i_adain", "f_i_concat"):
-        assert type(model.feature.integration) is {"f_i_adain": AdaINIntegration,
-                                                   "f_i_concat": ConcatIntegration}[source]
+        assert type(model.feature.integration) is {"f_i_adain": AdaINMapIntegration,  # model.fi_shape=map
+                                                   "f_i_concat": ConcatMapIntegration}[source]
     batch = random_batch(cfg)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     logits = model(batch)

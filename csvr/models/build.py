@@ -13,9 +13,7 @@ from pathlib import Path
 import torch
 
 from csvr.config import Config
-from csvr.models.csvr import CSVR, build_context, build_pose
-from csvr.models.integration import INTEGRATIONS
-from csvr.models.video_gan import build_video_gan
+from csvr.models.csvr import CSVR, build_context, build_pose, build_video_branch
 from csvr.training import checkpoint as ckpt
 from csvr.training.finetune import Pretrained
 
@@ -29,16 +27,14 @@ def seeded(seed: int, part: str):
 
 
 def build_model(cfg: Config) -> CSVR:
-    m, d, seed = cfg.model, cfg.data, cfg.train.seed
+    seed = cfg.train.seed
     with seeded(seed, "pose"):
         pose_g, pose_d = build_pose(cfg)
     with seeded(seed, "context"):
         context = build_context(cfg)
     with seeded(seed, "video"):
-        integration = INTEGRATIONS[m.integration](m.feature_dim)
-        gans = [build_video_gan(m.feature_dim, m.video_noise_dim, t, d.size, m.gen_channels, m.disc_channels,
-                                m.video_gan, m.video_levels) for t in (d.clip_len, d.future_len)]
-    return CSVR(context, pose_g, pose_d, integration, *gans)
+        video_branch = build_video_branch(cfg, context.video_net.out_dim)
+    return CSVR(context, pose_g, pose_d, *video_branch)
 
 
 def load_parts(model: CSVR, path: Path) -> None:

@@ -1,6 +1,7 @@
 """Context matching branch (Section III-C, Eq. 2): V-network and I-network with two-layer MLP heads.
 
-x_i* = g^V(pool(V(clip_i)))  -- the static context feature f_s (B, C)
+x_i* = g^V(pool(V(clip_i)))  -- the static context feature f_s (B, C); V(clip_i) before pooling is the map
+                               the integration layer reads when model.fi_shape=map
 z_i* = g^I(pool(I(iframe)))  -- I-frame embeddings (B, K, C)
 The backbones (`csvr.models.backbones`) already end in global average pooling.
 """
@@ -25,6 +26,11 @@ class ContextBranch(nn.Module):
     def video_embedding(self, clip: Tensor) -> Tensor:
         """clip (B, 3, T, H, W) -> f_s = x* (B, C)."""
         return self.video_head(self.video_net(clip))
+
+    def video_features(self, clip: Tensor) -> tuple[Tensor, Tensor]:
+        """clip -> (the V-network's map before pooling (B, C', T', H', W'), f_s = x* (B, C)), in one pass."""
+        v_map = self.video_net.features(clip)
+        return v_map, self.video_head(v_map.flatten(2).mean(dim=2))
 
     def iframe_embedding(self, iframes: Tensor) -> Tensor:
         """iframes (B, K, 3, H, W) -> z* (B, K, C); padded slots are embedded too and masked by the loss."""

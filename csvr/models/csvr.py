@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from csvr.config import Config
 from csvr.models.backbones import build_video_net, r2d10
 from csvr.models.context import ContextBranch
-from csvr.models.integration import INTEGRATIONS
+from csvr.models.integration import build_integration
 from csvr.models.pose_gan import PoseDiscriminator, PoseGenerator, build_pose_gan
 from csvr.models.video_gan import VideoGAN, build_video_gan
 
@@ -27,10 +27,11 @@ class CSVR(nn.Module):
         self.reconstructor, self.predictor = reconstructor, predictor
 
     def features(self, clip: Tensor, poses: Tensor, pose_mask: Tensor) -> dict[str, Tensor]:
-        """f_d (pose encoder), f_s (V-network + g^V) and f_i (integration layer), each (B, C)."""
+        """f_d (pose encoder) and f_s (V-network + g^V), each (B, C), and f_i (integration layer): (B, C), or
+        (B, C, T', H', W') with `model.fi_shape=map` (`pooled(f_i)` is the vector)."""
         f_d = self.pose_generator.motion_feature(poses, pose_mask)
-        f_s = self.context.video_embedding(clip)
-        return {"f_d": f_d, "f_s": f_s, "f_i": self.integration(f_d, f_s)}
+        v_map, f_s = self.context.video_features(clip)
+        return {"f_d": f_d, "f_s": f_s, "f_i": self.integration(f_d, f_s, v_map)}
 
     def discriminators(self) -> list[nn.Module]:
         return [self.pose_discriminator, self.reconstructor.discriminator, self.predictor.discriminator]
@@ -55,10 +56,16 @@ def build_pose(cfg: Config) -> tuple[PoseGenerator, PoseDiscriminator]:
                           m.feature_dim, m.head_hidden, m.pose_encoder_layer)
 
 
-def build_csvr(cfg: Config, integration: str | None = None) -> CSVR:
+def build_video_branch(cfg: Config, video_dim: int) -> tuple[nn.Module, VideoGAN, VideoGAN]:
+    """The integration layer, the reconstructor and the predictor; `video_dim` is the V-network's out_dim."""
     m, d = cfg.model, cfg.data
-    pose_g, pose_d = build_pose(cfg)
     gan = lambda frames: build_video_gan(m.feature_dim, m.video_noise_dim, frames, d.size,  # noqa: E731
-                                         m.gen_channels, m.disc_channels, m.video_gan, m.video_levels)
-    return CSVR(build_context(cfg), pose_g, pose_d, INTEGRATIONS[integration or m.integration](m.feature_dim),
-                reconstructor=gan(d.clip_len), predictor=gan(d.future_len))
+                                         m.gen_channels, m.disc_channels, m.video_gan, m.video_levels,
+                                         spatial=m.fi_shape == "map")
+    return build_integration(m.integration, m.fi_shape, m.feature_dim, video_dim), gan(d.clip_len), gan(d.future_len)
+
+
+def build_csvr(cfg: Config) -> CSVR:
+    pose_g, pose_d = build_pose(cfg)
+    context = build_context(cfg)
+    return CSVR(context, pose_g, pose_d, *build_video_branch(cfg, context.video_net.out_dim))

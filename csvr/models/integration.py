@@ -1,15 +1,34 @@
 """Feature integration layer (Section III-D, Eqs. 3-5, Fig. 2) and the concat variant of Table I.
 
-Features are vectors (B, C); they are handled as (B, C, 1) maps so the paper's "convolution of f_d" is a
-pointwise Conv1d, which keeps gamma_d, beta_d and M the same size as f_s.
+`model.fi_shape` says what f_s is when it enters the layer (DESIGN.md, "f_i as a map (Section III-D, [118])"):
+  map     the V-network's last feature map (B, C', T', H', W') before global pooling, aligned to C channels by a
+          1x1x1 convolution. Eq. 3 normalises "channel-wise activations", Eq. 4's gamma_d, beta_d come from a
+          "convolution of f_d" and "share the same tensor dimensions" with the normalised f_s, and the mask M is
+          element-wise: the adaptive attentional denormalisation of FaceShifter [118], which works on activation
+          maps. f_i is then a map (B, C, T', H', W'): the generators see where things are.
+  vector  f_s is the pooled embedding x* (B, C) of the context branch, handled as a (B, C, 1) map so the
+          "convolution of f_d" is a pointwise Conv1d (the reading results/ before this switch were measured with).
+The feature downstream tasks read is always the vector `pooled(f_i)` (B, C).
+
+    integration = build_integration("adain", "map", dim=512, video_dim=512)
+    f_i = integration(f_d, f_s, v_map)     # f_d (B, C), f_s (B, C), v_map (B, C', T', H', W')
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from csvr.config import FiShape, Integration
+
+
+def pooled(f_i: Tensor) -> Tensor:
+    """f_i as the (B, C) vector downstream tasks read: a map is averaged over its positions."""
+    return f_i.flatten(2).mean(dim=2) if f_i.dim() > 2 else f_i
+
 
 class AdaINIntegration(nn.Module):
+    """Eqs. 3-5 on the vector f_s = x* (`model.fi_shape=vector`)."""
+
     def __init__(self, dim: int):
         super().__init__()
         self.norm = nn.BatchNorm1d(dim, affine=False)  # Eq. 3: batch statistics mu, sigma
@@ -17,7 +36,7 @@ class AdaINIntegration(nn.Module):
         self.beta = nn.Conv1d(dim, dim, 1)  # beta_d from f_d
         self.mask = nn.Conv1d(dim, dim, 1)  # attention mask logits from the normalised f_s
 
-    def forward(self, f_d: Tensor, f_s: Tensor) -> Tensor:
+    def forward(self, f_d: Tensor, f_s: Tensor, v_map: Tensor | None = None) -> Tensor:
         fd, fs = f_d.unsqueeze(-1), f_s.unsqueeze(-1)  # (B, C, 1)
         fs_bar = self.norm(fs)  # Eq. 3
         d = self.gamma(fd) * fs_bar + self.beta(fd)  # Eq. 4: D = gamma_d (x) fs_bar + beta_d
@@ -26,14 +45,56 @@ class AdaINIntegration(nn.Module):
 
 
 class ConcatIntegration(nn.Module):
-    """Table I's f_i (Concat): concatenate f_d and f_s, then a convolution back to C channels."""
+    """Table I's f_i (Concat) on vectors: concatenate f_d and f_s, then a convolution back to C channels."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.conv = nn.Conv1d(2 * dim, dim, 1)
 
-    def forward(self, f_d: Tensor, f_s: Tensor) -> Tensor:
+    def forward(self, f_d: Tensor, f_s: Tensor, v_map: Tensor | None = None) -> Tensor:
         return self.conv(torch.cat([f_d, f_s], dim=1).unsqueeze(-1)).squeeze(-1)
 
 
-INTEGRATIONS = {"adain": AdaINIntegration, "concat": ConcatIntegration}
+class AdaINMapIntegration(nn.Module):
+    """Eqs. 3-5 on the V-network's map (`model.fi_shape=map`): f_d (B, C) and v_map (B, C', T', H', W') ->
+    f_i (B, C, T', H', W'). gamma_d, beta_d are pointwise convolutions of f_d, broadcast over the positions of
+    the map; M is a 3x3x3 convolution of the normalised map (FaceShifter's AAD layer [118])."""
+
+    def __init__(self, dim: int, video_dim: int):
+        super().__init__()
+        self.align = nn.Conv3d(video_dim, dim, 1)  # "align the dimensions" of f_s and f_d
+        self.norm = nn.BatchNorm3d(dim, affine=False)  # Eq. 3
+        self.gamma = nn.Linear(dim, dim)  # a 1x1 convolution of the vector f_d
+        self.beta = nn.Linear(dim, dim)
+        self.mask = nn.Conv3d(dim, dim, 3, 1, 1)
+
+    def forward(self, f_d: Tensor, f_s: Tensor, v_map: Tensor) -> Tensor:
+        fs = self.align(v_map)  # (B, C, T', H', W')
+        fs_bar = self.norm(fs)  # Eq. 3
+        gamma, beta = (layer(f_d)[:, :, None, None, None] for layer in (self.gamma, self.beta))
+        d = gamma * fs_bar + beta  # Eq. 4
+        m = torch.sigmoid(self.mask(fs_bar))
+        return (1 - m) * d + m * fs  # Eq. 5
+
+
+class ConcatMapIntegration(nn.Module):
+    """Table I's f_i (Concat) on the map: f_d broadcast over the aligned map's positions, concatenated, then a
+    pointwise convolution back to C channels."""
+
+    def __init__(self, dim: int, video_dim: int):
+        super().__init__()
+        self.align = nn.Conv3d(video_dim, dim, 1)
+        self.conv = nn.Conv3d(2 * dim, dim, 1)
+
+    def forward(self, f_d: Tensor, f_s: Tensor, v_map: Tensor) -> Tensor:
+        fs = self.align(v_map)
+        fd = f_d[:, :, None, None, None].expand_as(fs)
+        return self.conv(torch.cat([fd, fs], dim=1))
+
+
+def build_integration(kind: Integration, shape: FiShape, dim: int, video_dim: int) -> nn.Module:
+    """`kind` is `model.integration` (Table I), `shape` is `model.fi_shape`; `video_dim` is the V-network's
+    `out_dim` (the channels of its map)."""
+    if shape == "map":
+        return {"adain": AdaINMapIntegration, "concat": ConcatMapIntegration}[kind](dim, video_dim)
+    return {"adain": AdaINIntegration, "concat": ConcatIntegration}[kind](dim)

@@ -9,7 +9,10 @@ IJCV 2020). `model.video_gan` picks one of two builds (DESIGN.md, "TGAN-v2 as pu
           full resolution ("generate densely").
   single  one level: a temporal generator (1D convs over time) and a per-frame image generator, scored by
           one 3D-ResNet discriminator (how results/ was measured; the tiny preset keeps it).
-Both generators share the API: `generator(f_i, z=None) -> (B, 3, T, S, S)` (dense) and
+Both generators take f_i as a vector (B, C) or, with `model.fi_shape=map`, as a map (B, C, T', H', W'): the
+pooled map drives the temporal path as a vector does, and the map itself, resized to the generator's seed grid
+and frame count, is added to the seed maps through a 3x3 convolution (a spatial condition, as pix2pix's
+encoder-decoder gives its decoder). Both share the API: `generator(f_i, z=None) -> (B, 3, T, S, S)` (dense) and
 `generator.levels(f_i, z=None) -> [(video_k, frame_indices_k), ...]` (training); every discriminator lists its
 per-level critics with `critics()`. The discriminators have no batch norm, so the one-stage update's
 per-sample gradient scaling stays exact.
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from csvr.config import VideoGanKind
+from csvr.models.integration import pooled
 
 
 def upsample_steps(size: int) -> int:
@@ -62,26 +66,47 @@ class ImageGenerator(nn.Module):
         self.blocks = nn.Sequential(nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), *blocks,
                                     nn.Conv2d(widths[-1], 3, 3, 1, 1))
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(self, h: Tensor, seed: Tensor | None = None) -> Tensor:
+        """`seed` (N, widths[0], s, s), when given, is added to the seed map made from `h`."""
         x = self.fc(h).view(len(h), -1, self.seed_size, self.seed_size)
-        return self.blocks(x)
+        return self.blocks(x if seed is None else x + seed)
+
+
+class SpatialCondition(nn.Module):
+    """f_i map (B, C, T', H', W') -> per-frame seed maps (B, T, out, s, s): resized (trilinear) to the generator's
+    frame count and seed grid, then a 3x3 convolution per frame."""
+
+    def __init__(self, cond_dim: int, out_channels: int, frames: int, seed_size: int):
+        super().__init__()
+        self.frames, self.seed_size = frames, seed_size
+        self.conv = nn.Conv2d(cond_dim, out_channels, 3, 1, 1)
+
+    def forward(self, f_i: Tensor) -> Tensor:
+        if f_i.dim() == 2:  # a vector is a map with one position
+            f_i = f_i[:, :, None, None, None]
+        grid = F.interpolate(f_i, size=(self.frames, self.seed_size, self.seed_size), mode="trilinear",
+                             align_corners=False)
+        return _per_frame(self.conv, grid.transpose(1, 2))
 
 
 class VideoGenerator(nn.Module):
     """G_v(z_v | f_i) -> (B, 3, T, S, S) in the normalised pixel space of the data loader."""
 
-    def __init__(self, cond_dim: int, noise_dim: int, frames: int, size: int, channels: int):
+    def __init__(self, cond_dim: int, noise_dim: int, frames: int, size: int, channels: int, spatial: bool = False):
         super().__init__()
         self.noise_dim = noise_dim
         self.temporal = TemporalGenerator(cond_dim + noise_dim, channels, frames)
         self.image = ImageGenerator(channels, channels, size)
+        self.spatial = (SpatialCondition(cond_dim, self.image.fc.out_features // self.image.seed_size ** 2, frames,
+                                         self.image.seed_size) if spatial else None)
 
     def forward(self, f_i: Tensor, z: Tensor | None = None) -> Tensor:
         if z is None:
             z = torch.randn(len(f_i), self.noise_dim, device=f_i.device, dtype=f_i.dtype)
-        latents = self.temporal(torch.cat([f_i, z], dim=1))  # (B, T, L)
+        latents = self.temporal(torch.cat([pooled(f_i), z], dim=1))  # (B, T, L)
         b, t = latents.shape[:2]
-        frames = self.image(latents.flatten(0, 1))  # (B*T, 3, S, S)
+        seed = self.spatial(f_i).flatten(0, 1) if self.spatial is not None else None
+        frames = self.image(latents.flatten(0, 1), seed)  # (B*T, 3, S, S)
         return frames.view(b, t, *frames.shape[1:]).transpose(1, 2)  # (B, 3, T, S, S)
 
     def levels(self, f_i: Tensor, z: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
@@ -170,7 +195,8 @@ class MultiLevelGenerator(nn.Module):
     output: every frame through every block, rendered at the full size only.
     """
 
-    def __init__(self, cond_dim: int, noise_dim: int, frames: int, size: int, channels: int, levels: int):
+    def __init__(self, cond_dim: int, noise_dim: int, frames: int, size: int, channels: int, levels: int,
+                 spatial: bool = False):
         super().__init__()
         if size % 2 ** (levels - 1) or frames % 2 ** (levels - 1):
             raise ValueError(f"{levels} levels need size ({size}) and frames ({frames}) divisible by "
@@ -180,6 +206,7 @@ class MultiLevelGenerator(nn.Module):
         steps = upsample_steps(coarsest)
         widths = [max(channels // 2 ** i, 8) for i in range(steps + levels)]
         self.abstract = AbstractMapGenerator(cond_dim + noise_dim, channels, frames, coarsest // 2 ** steps)
+        self.spatial = SpatialCondition(cond_dim, channels, frames, coarsest // 2 ** steps) if spatial else None
         first = nn.Sequential(*(GenBlock(widths[i], widths[i + 1]) for i in range(steps)))
         self.blocks = nn.ModuleList([first, *(GenBlock(widths[steps + k - 1], widths[steps + k])
                                               for k in range(1, levels))])
@@ -189,7 +216,8 @@ class MultiLevelGenerator(nn.Module):
     def _maps(self, f_i: Tensor, z: Tensor | None) -> Tensor:
         if z is None:
             z = torch.randn(len(f_i), self.noise_dim, device=f_i.device, dtype=f_i.dtype)
-        return self.abstract(torch.cat([f_i, z], dim=1))  # (B, T, C, s, s)
+        maps = self.abstract(torch.cat([pooled(f_i), z], dim=1))  # (B, T, C, s, s)
+        return maps if self.spatial is None else maps + self.spatial(f_i)
 
     def levels(self, f_i: Tensor, z: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
         """Sparse training output: per level (video (B, 3, T_k, S_k, S_k), frame indices (T_k,) into the dense
@@ -275,14 +303,15 @@ def level_target(video: Tensor, frames: Tensor, factor: int) -> Tensor:
 
 
 def _single(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int, disc_channels: int,
-            levels: int) -> VideoGAN:
-    return VideoGAN(VideoGenerator(cond_dim, noise_dim, frames, size, gen_channels), VideoDiscriminator(disc_channels))
+            levels: int, spatial: bool) -> VideoGAN:
+    return VideoGAN(VideoGenerator(cond_dim, noise_dim, frames, size, gen_channels, spatial),
+                    VideoDiscriminator(disc_channels))
 
 
 def _tgan2(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int, disc_channels: int,
-           levels: int) -> VideoGAN:
+           levels: int, spatial: bool) -> VideoGAN:
     levels = levels or tgan2_levels(size, frames)
-    return VideoGAN(MultiLevelGenerator(cond_dim, noise_dim, frames, size, gen_channels, levels),
+    return VideoGAN(MultiLevelGenerator(cond_dim, noise_dim, frames, size, gen_channels, levels, spatial),
                     MultiLevelDiscriminator(disc_channels, levels))
 
 
@@ -290,7 +319,8 @@ VIDEO_GANS = {"single": _single, "tgan2": _tgan2}  # model.video_gan
 
 
 def build_video_gan(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int,
-                    disc_channels: int, kind: VideoGanKind = "single", levels: int = 0) -> VideoGAN:
+                    disc_channels: int, kind: VideoGanKind = "single", levels: int = 0,
+                    spatial: bool = False) -> VideoGAN:
     """`kind` is `model.video_gan`; `levels` is `model.video_levels` (tgan2 only; 0 = `tgan2_levels(size,
-    frames)`)."""
-    return VIDEO_GANS[kind](cond_dim, noise_dim, frames, size, gen_channels, disc_channels, levels)
+    frames)`); `spatial`: the generators take f_i maps (`model.fi_shape=map`)."""
+    return VIDEO_GANS[kind](cond_dim, noise_dim, frames, size, gen_channels, disc_channels, levels, spatial)

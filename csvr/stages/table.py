@@ -91,14 +91,15 @@ _POSE = _DATA + _OPTIM + ("model.joints", "model.pose_channels", "model.pose_noi
 _CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim", "model.head_hidden",
                              "loss.context", "loss.temperature", "loss.context_negatives", "train.context_epochs")
 _VIDEO = _union(_POSE, _CONTEXT, (
-    "model.integration", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
+    "model.integration", "model.fi_shape", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
     "model.disc_channels", "model.video_gan", "model.video_levels", "loss.video_l2", "loss.video_adversarial",
     "loss.generation_target", "train.video_epochs"))
 _JOINT = _union(_VIDEO, ("loss.sigma_p", "loss.sigma_c", "loss.sigma_scales_discriminator", "train.joint_epochs",
                          "train.checkpoint_epochs"))
 # Fields added to a key after stores existed, with the value every older store was computed with: left out of
-# the hash at that value, so those stores stay valid (data.flip: training always flipped before the switch).
-ADDED_LATER = {"data.flip": True}
+# the hash at that value, so those stores stay valid (data.flip: training always flipped before the switch;
+# model.fi_shape: f_i was a vector before the switch).
+ADDED_LATER = {"data.flip": True, "model.fi_shape": "vector"}
 
 _INTEGRATED = lambda m, c: IntegratedFeature(m.context, m.pose_generator, m.integration, c)  # noqa: E731
 _DISCRIMINATORS = ("pose_discriminator", "reconstructor.discriminator", "predictor.discriminator")

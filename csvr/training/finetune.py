@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from csvr.config import Config, FinetuneConfig
 from csvr.models.backbones import build_video_net
 from csvr.models.context import ContextBranch
-from csvr.models.integration import INTEGRATIONS
+from csvr.models.integration import build_integration, pooled
 from csvr.models.pose_gan import PoseGenerator
 
 
@@ -73,7 +73,7 @@ class MotionFeature(nn.Module):
 
 
 class IntegratedFeature(nn.Module):
-    """clip + poses -> f_i = integration(f_d, f_s)."""
+    """clip + poses -> f_i = pooled(integration(f_d, f_s, V map)) (B, C)."""
 
     def __init__(self, context: ContextBranch, pose_generator: PoseGenerator, integration: nn.Module, out_dim: int):
         super().__init__()
@@ -82,7 +82,8 @@ class IntegratedFeature(nn.Module):
 
     def forward(self, batch: dict) -> Tensor:
         f_d = self.pose_generator.motion_feature(batch["poses"], batch["pose_mask"])
-        return self.integration(f_d, self.context.video_embedding(batch["clip"]))
+        v_map, f_s = self.context.video_features(batch["clip"])
+        return pooled(self.integration(f_d, f_s, v_map))
 
 
 class Classifier(nn.Module):
@@ -110,8 +111,9 @@ def feature_model(source: str, cfg: Config, pretrained: "Pretrained") -> nn.Modu
         ctx = pretrained.context()
         return VideoFeature(ctx.video_net, ctx.video_head, c)
     if source in ("f_i_adain", "f_i_concat"):
-        fresh = INTEGRATIONS[source.removeprefix("f_i_")](c)
-        return IntegratedFeature(pretrained.context(), pretrained.pose_generator(), fresh, c)
+        context = pretrained.context()
+        fresh = build_integration(source.removeprefix("f_i_"), cfg.model.fi_shape, c, context.video_net.out_dim)
+        return IntegratedFeature(context, pretrained.pose_generator(), fresh, c)
     if source == "f_i_full":
         m = pretrained.joint()
         return IntegratedFeature(m.context, m.pose_generator, m.integration, c)

@@ -82,14 +82,14 @@ def video_terms(gan: VideoGAN, f_i: Tensor, target: Tensor, name: str, cfg: Loss
     return total
 
 
-def context_terms(model: CSVR, batch: dict, cfg: LossConfig) -> tuple[Terms, Tensor]:
-    """Eq. 2 (or Eq. 10 / L2 for Table IV). Returns the terms and f_s."""
-    f_s = model.context.video_embedding(batch["clip"])  # x* (B, C)
+def context_terms(model: CSVR, batch: dict, cfg: LossConfig) -> tuple[Terms, tuple[Tensor, Tensor]]:
+    """Eq. 2 (or Eq. 10 / L2 for Table IV). Returns the terms and (the V-network's map, f_s)."""
+    v_map, f_s = model.context.video_features(batch["clip"])  # map (B, C', T', H', W'), x* (B, C)
     z = model.context.iframe_embedding(batch["iframes"])  # z* (B, K, C)
     loss = L.context_loss(cfg.context, f_s, z, batch["iframe_mask"], cfg.temperature, cfg.context_negatives)
     logs = {"context/loss": loss.detach(), "context/acc": L.context_accuracy(f_s.detach(), z.detach(),
                                                                             batch["iframe_mask"])}
-    return Terms(0.0, loss, logs), f_s
+    return Terms(0.0, loss, logs), (v_map, f_s)
 
 
 def _adversarial(critic, real: Tensor, fake: Tensor, l2: Tensor, name: str, adv: float, mode: str,
@@ -152,18 +152,18 @@ def video_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
     after the pose encoder), the integration layer and both video GANs."""
     with torch.no_grad():
         feats = model.pose_generator.encoder(batch["poses"], batch["pose_mask"])
-        f_s = model.context.video_embedding(batch["clip"])
+        v_map, f_s = model.context.video_features(batch["clip"])
     f_d = model.pose_generator.head(feats[model.pose_generator.feature_layer - 1])
-    return _video_terms(model, model.integration(f_d, f_s), batch, lc, mode)
+    return _video_terms(model, model.integration(f_d, f_s, v_map), batch, lc, mode)
 
 
 def joint_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
     """Eq. 9: L = sigma_p L_pose + sigma_c L_context + L_video, end to end."""
     pose = pose_terms(model, batch, lc, mode, g_weight=lc.sigma_p,
                       d_weight=lc.sigma_p if lc.sigma_scales_discriminator else 1.0)
-    context, f_s = context_terms(model, batch, lc)
+    context, (v_map, f_s) = context_terms(model, batch, lc)
     f_d = model.pose_generator.motion_feature(batch["poses"], batch["pose_mask"])
-    video = _video_terms(model, model.integration(f_d, f_s), batch, lc, mode)
+    video = _video_terms(model, model.integration(f_d, f_s, v_map), batch, lc, mode)
     terms = pose.add(video).add(context, weight=lc.sigma_c if mode != "d" else 0.0)
     return terms
 
