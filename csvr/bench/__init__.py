@@ -6,6 +6,7 @@
     python -m csvr.bench prepare [--videos 4] [--frames 60]
     python -m csvr.bench study   [--grid 2] [--trials N] [--steps 2]
     python -m csvr.bench study   --search optuna [--scheduler asha|median] [--seeds 3] [--trials 8]
+    python -m csvr.bench video   [--steps N --stages DIR [--every N] [--joint]] [--set model.fi_shape=vector]
     ... [--json FILE]            # every number, plus the machine and library versions
 
 Each command prints a small table whose last line is the headline ratio:
@@ -35,7 +36,10 @@ Each command prints a small table whose last line is the headline ratio:
            `--search optuna`: per seed, the same Optuna search (same sampler seed, `--trials` trials) with fifo
            and with `--scheduler`, each in a subprocess; stage-epochs, epoch and trial seconds, best final metric.
            Headline: pruned / unpruned compute and the best-value gap, t intervals over `--seeds`.
-One module per command (csvr/bench/step.py, loader.py, prepare.py, study.py), shared parts in common.py,
+  video    the video generators against their baselines and against resolution floors (decoders that know the
+           truth at r x r cells); with --steps, the video stage alone on frozen branches (csvr/bench/video.py).
+           Headline: the clip-mean-frame oracle beside the trained generator (or the 8 x 8 floor).
+One module per command (csvr/bench/step.py, loader.py, prepare.py, study.py, video.py), shared parts in common.py,
 the CLI in __main__.py. `python -m csvr.bench.gpu_check` runs the GPU numbers in one go (its docstring).
 
 Peak memory: torch.cuda.max_memory_allocated on CUDA; on the CPU the growth of the peak RSS (VmHWM, reset

@@ -13,6 +13,7 @@ from csvr.bench.loader import bench_loader
 from csvr.bench.prepare import bench_prepare
 from csvr.bench.step import BACKBONES, bench_step
 from csvr.bench.study import bench_study
+from csvr.bench.video import bench_video
 from csvr.cli import add_config_flags, bad_input
 
 # ---------------------------------------------------------------------------------------------
@@ -24,6 +25,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Report]] = {
     "loader": bench_loader,
     "prepare": bench_prepare,
     "study": bench_study,
+    "video": bench_video,
 }
 
 
@@ -38,7 +40,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", nargs="+", choices=BACKBONES, default=None, help="step: V-networks")
     p.add_argument("--batch", type=int, default=0, help="step: batch size (default 4 on CPU, 16 on CUDA)")
     p.add_argument("--steps", type=int, default=0, help="step: timed steps (default 3 on CPU, 20 on CUDA); study: "
-                   "steps per epoch (default 2)")
+                   "steps per epoch (default 2); video: video-stage steps to train (default 0: floors only)")
+    p.add_argument("--stages", default="", help="video: a stage store whose pose and context stages the video "
+                   "stage starts from (e.g. runs/train/stages)")
+    p.add_argument("--every", type=int, default=0, help="video: held-out L2 every N steps (default steps / 4)")
+    p.add_argument("--joint", action="store_true", help="video: train Eq. 9 (every part) instead of the video stage")
     p.add_argument("--warmup", type=int, default=None,
                    help="step: untimed steps after the FLOP-counted one (default 2 on CPU, 5 on CUDA)")
     p.add_argument("--threads", type=int, default=0, help="step on the CPU: torch threads (default 1)")
