@@ -131,6 +131,9 @@ class FinetuneConfig:
     momentum: float = 0.9
     dropout: float = 0.3
     steps_per_epoch: int = 0
+    # label-scarce regime: >0 = only the first N train videos of each class carry labels (finetuning data, the k-NN
+    # gallery and the linear probe's data); pretraining still sees every train video, unlabelled
+    labels_per_class: int = 0
 
     def recipe(self, dataset_kind: str) -> tuple[float, float]:
         """(lr_per_sample, weight_decay) that finetuning on `dataset_kind` uses: HMDB51's own fields, else the

@@ -14,6 +14,7 @@ import torch
 
 from csvr import evaluation as E
 from csvr.config import Config, apply_overrides
+from csvr.data.dataset import first_per_class
 from csvr.data.loaders import dataset_kind, eval_loader, prepared, train_batches
 from csvr.models.build import build_model, load_parts, pretrained_parts, seeded
 from csvr.models.csvr import CSVR
@@ -39,6 +40,7 @@ def evaluate(cfg: Config, spec: str, classifier: Classifier | None, stages: dict
         same = cfg.eval.retrieval_feature == "source"  # retrieval already read the frozen feature source
         frozen_gallery, frozen_query = (gallery, query) if same else split_features(
             frozen_feature(cfg, stages, device), cfg, cache, device)
+        frozen_gallery = labelled(frozen_gallery, cfg.finetune.labels_per_class)
         probs, labels = frozen_scores(cfg, frozen_query, frozen_gallery, len(classes)), frozen_query[1]
     rec = E.recognition(probs, labels, len(classes))
     hits = E.retrieval_hits(*query, *gallery, cfg.eval.retrieval_ks)  # per test video, in test-split order
@@ -52,6 +54,13 @@ def evaluate(cfg: Config, spec: str, classifier: Classifier | None, stages: dict
 
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (V, D) per-video features and (V,) labels
+
+
+def labelled(train: Features, per_class: int) -> Features:
+    """The train videos that carry labels (`finetune.labels_per_class`; all when 0): the frozen protocols' data.
+    Retrieval's gallery keeps every train video (its labels only say which match is right)."""
+    rows = torch.tensor(first_per_class(train[1].tolist(), per_class), dtype=torch.long)
+    return train[0][rows], train[1][rows]
 
 
 def split_features(feature: torch.nn.Module, cfg: Config, cache: Path,
@@ -105,7 +114,8 @@ def pretext(cfg: Config, cache: Path, stages: dict[str, Path], store: StageStore
     """Table II's pretext metrics on the test split; the IS classifier is the shared scratch classifier."""
     from csvr import reports
 
-    scratch_cfg = apply_overrides(cfg, {"eval.feature_source": "scratch"})
+    # a measuring instrument: trained on every label, whatever `finetune.labels_per_class` gives the method
+    scratch_cfg = apply_overrides(cfg, {"eval.feature_source": "scratch", "finetune.labels_per_class": 0})
     spec = cfg.data.source
     key, name = IS_CLASSIFIER.key_of(scratch_cfg, spec), IS_CLASSIFIER.store_name(dataset_kind(spec))
     events = list(store.run(name, key, lambda out: finetune_stage(scratch_cfg, spec, {}, out, key, device,

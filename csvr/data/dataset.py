@@ -188,10 +188,23 @@ def video_count(path: str) -> int:
 # datasets
 
 
-class _CacheSplit(Dataset):
-    """The manifest rows of one split with status ok (first `max_videos` if > 0), and classes.json."""
+def first_per_class(labels, per_class: int) -> list[int]:
+    """Row indices of the first `per_class` rows of each label, in order (all rows when per_class <= 0): the
+    labelled subset of `finetune.labels_per_class`."""
+    seen: dict[int, int] = {}
+    keep = []
+    for i, label in enumerate(int(v) for v in labels):
+        if per_class <= 0 or seen.get(label, 0) < per_class:
+            seen[label] = seen.get(label, 0) + 1
+            keep.append(i)
+    return keep
 
-    def __init__(self, cache: Path, split: Split, max_videos: int = 0):
+
+class _CacheSplit(Dataset):
+    """The manifest rows of one split with status ok (first `max_videos` if > 0; then the first `per_class` of
+    each class if > 0), and classes.json."""
+
+    def __init__(self, cache: Path, split: Split, max_videos: int = 0, per_class: int = 0):
         self.cache = Path(cache)
         try:
             table = pd.read_parquet(self.cache / "manifest.parquet")
@@ -199,7 +212,8 @@ class _CacheSplit(Dataset):
             raise ValueError(f"{self.cache / 'manifest.parquet'} is unreadable ({type(err).__name__}); rerun "
                              f"python -m csvr.prepare with --cache {self.cache} to rebuild it") from None
         table = table[(table["status"] == "ok") & (table["split"] == split)].reset_index(drop=True)
-        self.manifest = table.head(max_videos) if max_videos > 0 else table
+        table = table.head(max_videos) if max_videos > 0 else table
+        self.manifest = table.iloc[first_per_class(table["label"], per_class)].reset_index(drop=True)
         self.keys: list[str] = self.manifest["key"].tolist()
         self.labels: list[int] = self.manifest["label"].astype(int).tolist()
         classes = sorted(json.loads((self.cache / "classes.json").read_text()), key=lambda c: c["index"])
@@ -226,8 +240,9 @@ class ClipDataset(_CacheSplit):
     `iframes=False`: no I-frame slots (K = 0, nothing decoded for them); see `finetune_clips`."""
 
     def __init__(self, cache: Path, split: Split, clip_len: int, future_len: int, stride: int, frame_size: int,
-                 train: bool, seed: int = 0, max_videos: int = 0, poses_only: bool = False, iframes: bool = True):
-        super().__init__(cache, split, max_videos)
+                 train: bool, seed: int = 0, max_videos: int = 0, poses_only: bool = False, iframes: bool = True,
+                 per_class: int = 0):
+        super().__init__(cache, split, max_videos, per_class)
         self.clip_len, self.future_len, self.stride, self.frame_size = clip_len, future_len, stride, frame_size
         self.train, self.seed, self.poses_only = train, seed, poses_only
         self.slots = clip_len * stride // GOP + 1 if iframes else 0  # K
@@ -275,13 +290,13 @@ class ClipDataset(_CacheSplit):
 
 
 def finetune_clips(cache: Path, split: Split, clip_len: int, stride: int, frame_size: int, train: bool,
-                   seed: int = 0, max_videos: int = 0) -> ClipDataset:
+                   seed: int = 0, max_videos: int = 0, per_class: int = 0) -> ClipDataset:
     """Finetuning samples (Section IV-B, Finetuning): one clip of `clip_len` frames at `stride`, no future and no
     I-frames, under the span rule `EvalClips` uses (`window_starts`: the stride drops only when clip_len frames do
     not fit); a random start in training, the centred one otherwise. Evaluation then sees clips at the stride
     finetuning trained on, which the pretraining span (clip_len + future_len frames) would not give short videos."""
     return ClipDataset(cache, split, clip_len, 0, stride, frame_size, train, seed=seed, max_videos=max_videos,
-                       iframes=False)
+                       iframes=False, per_class=per_class)
 
 
 class EvalClips(_CacheSplit):

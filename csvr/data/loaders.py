@@ -62,10 +62,11 @@ def train_batches(cache: Path, cfg: Config, batch_size: int, train: bool = True,
 
 def finetune_batches(cache: Path, cfg: Config, batch_size: int) -> Callable[[int], Iterable[dict]]:
     """`batches(epoch)` for finetuning: one clip of data.clip_len frames per video at data.stride, sampled like
-    evaluation's clips (`csvr.data.dataset.finetune_clips`), no future clip, no I-frames."""
+    evaluation's clips (`csvr.data.dataset.finetune_clips`), no future clip, no I-frames; only the labelled
+    videos (`finetune.labels_per_class`)."""
     d = cfg.data
     ds = finetune_clips(cache, "train", d.clip_len, d.stride, d.cache_size, train=True, seed=cfg.train.seed,
-                        max_videos=d.max_videos)
+                        max_videos=d.max_videos, per_class=cfg.finetune.labels_per_class)
     return _epoch_batches(ds, cfg, replace(d, future_len=0), batch_size, "train")
 
 

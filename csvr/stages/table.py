@@ -98,8 +98,9 @@ _JOINT = _union(_VIDEO, ("loss.sigma_p", "loss.sigma_c", "loss.sigma_scales_disc
                          "train.checkpoint_epochs"))
 # Fields added to a key after stores existed, with the value every older store was computed with: left out of
 # the hash at that value, so those stores stay valid (data.flip: training always flipped before the switch;
-# model.fi_shape: f_i was a vector before the switch).
-ADDED_LATER = {"data.flip": True, "model.fi_shape": "vector"}
+# model.fi_shape: f_i was a vector before the switch; finetune.labels_per_class: every label was used, and the IS
+# classifier always uses every label).
+ADDED_LATER = {"data.flip": True, "model.fi_shape": "vector", "finetune.labels_per_class": 0}
 
 _INTEGRATED = lambda m, c: IntegratedFeature(m.context, m.pose_generator, m.integration, c)  # noqa: E731
 _DISCRIMINATORS = ("pose_discriminator", "reconstructor.discriminator", "predictor.discriminator")
