@@ -14,12 +14,14 @@ from pathlib import Path
 
 from csvr.bench.common import Report
 from csvr.config import Config
+from csvr.stages.table import STAGES
 
 # ---------------------------------------------------------------------------------------------
 # study: shared stages against recomputing them
 
 
-BRANCH_STAGES = ("pose", "context", "video")
+# the pretraining stages a sigma grid shares: those whose key holds no sigma (read from the stage table)
+BRANCH_STAGES = tuple(name for name, stage in STAGES.items() if "loss.sigma_p" not in stage.key)
 SIGMAS = [0.5, 0.75, 1.0, 1.25]  # the README's sigma grid (studies/sigma_grid.py), first `--grid` values per axis
 
 

@@ -156,7 +156,8 @@ _FINETUNE = tuple(k for k in keys() if k.startswith("finetune."))
 FINETUNE = ClassifierStage("finetune", None)
 # The inception-score classifier (a scratch classifier on the pretraining data, Table II): no pretrained part,
 # so no loss weight, branch or epoch count of pretraining enters it; a sigma grid trains it once.
-IS_CLASSIFIER = ClassifierStage("is_classifier", _union(tuple(k for k in _DATA if k != "data.batch_size"), (
+IS_CLASSIFIER = ClassifierStage("is_classifier", _union(tuple(k for k in _DATA if k not in (  # finetuning reads
+    "data.batch_size", "data.future_len")), (  # finetune.batch_size and no future clip
     "train.seed", "model.backbone", "model.width"), _FINETUNE))
 
 # The config fields each keyed stage's output depends on (read from the rows above).
