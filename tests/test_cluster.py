@@ -1,6 +1,6 @@
 """A study on a two-node Ray cluster logging to a real MLflow server, and a node lost mid-trial.
 
-    pytest tests/test_cluster.py              # ~1.5 minutes on 2 cores
+    pytest tests/test_cluster.py              # ~2 minutes on 2 busy cores
 
 `ray.cluster_utils.Cluster` runs a head and a worker raylet on this machine (Ray's own multi-node tests do
 the same); every node, the driver and the MLflow server listen on 127.0.0.1 only. The Ray temp folder
@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
@@ -252,20 +253,42 @@ def storage(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("csvr_runs")
 
 
-@pytest.mark.slow
-def test_study_on_two_nodes_logs_through_mlflow_server(cluster, server, storage, ray_tmp, tmp_path):
+@pytest.fixture(scope="module")
+def lost_node_study(cluster, server, storage, ray_tmp, tmp_path_factory):
+    """One study on the two nodes, logging through the MLflow server, whose worker node is lost mid-trial; both
+    tests below read it (one study run instead of two: the run that survives a lost node is also a two-node run).
+    Every trial sleeps once after its first joint epoch; the one on the worker node loses its node there."""
     nodes = {cluster.head_node.node_id: "head", **{n.node_id: "worker" for n in cluster.worker_nodes}}
-    out = run_study(tmp_path, storage, ray_tmp, "--address", cluster.address, "--mlflow-uri", server.uri)
-    assert "Connected to Ray cluster" in out.stdout + out.stderr and "'ERROR': 0" in out.stdout
+    worker = next(iter(cluster.worker_nodes))
+    fault = {"match": {}, "kind": "sleep", "seconds": 12, "after_epochs": 1, "attempts": 1}
+    proc = start_study(tmp_path_factory.mktemp("study_cwd"), storage, ray_tmp, "--address", cluster.address,
+                       "--mlflow-uri", server.uri, "--max-failures", "2", "--set", "train.joint_epochs=3", fault=fault)
+    try:
+        victim = wait_for(lambda: [w for w, node in sleeping_trials(storage) if node == worker.node_id], 180,
+                          "a trial asleep on the worker node", proc)[0]
+        cluster.remove_node(worker)
+        out = finish(proc)
+    finally:
+        kill_group(proc)
+    # where each trial's first attempt ran (its "sleep" hook wrote the node id; a retry does not sleep again)
+    first_node = {w.name: nodes[node] for w, node in sleeping_trials(storage)}
+    return SimpleNamespace(out=out, victim=victim.name, first_node=first_node, head=cluster.head_node.node_id)
+
+
+@pytest.mark.slow
+def test_study_on_two_nodes_logs_through_mlflow_server(lost_node_study, server, storage):
+    out = lost_node_study.out
+    assert "Connected to Ray cluster" in out and "'ERROR': 0" in out
     client, parent, children = study_runs(server.uri, storage)
     assert parent.info.status == "FINISHED" and parent.data.metrics["study/trials_terminated"] == 2
     assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
     # both trials ran at once, one per node (each node has one CPU)
-    assert sorted(nodes[r.data.tags["csvr.node_id"]] for r in children) == ["head", "worker"]
+    assert sorted(lost_node_study.first_node.values()) == ["head", "worker"]
+    assert {r.data.tags["csvr.trial_id"] for r in children} == set(lost_node_study.first_node)
     assert {r.data.tags["csvr.node_ip"] for r in children} == {LOCAL}
     for run in children:
         assert {TARGET, "pretext/context_acc", EPOCH_METRIC} <= set(run.data.metrics)
-        assert_contiguous(client, run)
+        assert_contiguous(client, run)  # the victim's epochs before the loss were logged from the worker node
         files = artifact_paths(client, run.info.run_id)
         assert {"config.json", "checkpoint.txt", "eval/synthetic/per_class.csv"} <= files
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # uploaded through the server ...
@@ -274,27 +297,16 @@ def test_study_on_two_nodes_logs_through_mlflow_server(cluster, server, storage,
 
 
 @pytest.mark.slow
-def test_worker_node_lost_mid_trial_is_retried_from_its_checkpoint(cluster, server, storage, ray_tmp, tmp_path):
-    # every trial sleeps once after its first joint epoch; the one on the worker node loses its node there
-    worker = next(iter(cluster.worker_nodes))
-    fault = {"match": {}, "kind": "sleep", "seconds": 12, "after_epochs": 1, "attempts": 1}
-    proc = start_study(tmp_path, storage, ray_tmp, "--address", cluster.address, "--mlflow-uri", server.uri,
-                       "--max-failures", "2", "--set", "train.joint_epochs=3", fault=fault)
-    try:
-        victim = wait_for(lambda: [w for w, node in sleeping_trials(storage) if node == worker.node_id], 180,
-                          "a trial asleep on the worker node", proc)[0]
-        cluster.remove_node(worker)
-        out = finish(proc)
-    finally:
-        kill_group(proc)
-    assert "'ERROR': 0" in out
+def test_worker_node_lost_mid_trial_is_retried_from_its_checkpoint(lost_node_study, server, storage):
+    assert "'ERROR': 0" in lost_node_study.out
+    assert lost_node_study.first_node[lost_node_study.victim] == "worker"
     client, parent, children = study_runs(server.uri, storage)
     assert parent.info.status == "FINISHED" and len(children) == 2  # one run per trial, the retried one included
     for run in children:
         assert run.info.status == "FINISHED", run.data.tags.get("csvr.error")
         assert_contiguous(client, run, count=3)  # joint epochs 1-3, each logged once
-    (retried,) = [r for r in children if r.data.tags["csvr.trial_id"] == victim.name]
-    assert retried.data.tags["csvr.node_id"] == cluster.head_node.node_id  # the retry ran on the surviving node
+    (retried,) = [r for r in children if r.data.tags["csvr.trial_id"] == lost_node_study.victim]
+    assert retried.data.tags["csvr.node_id"] == lost_node_study.head  # the retry ran on the surviving node
     assert TARGET in retried.data.metrics
 
 
