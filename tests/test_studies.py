@@ -1,11 +1,11 @@
 """Study files, the Ray Tune trainable and MLflow tracking.
 
-    pytest tests/test_studies.py              # ~3 minutes on 2 cores (the slow tests run real Ray + MLflow)
+    pytest tests/test_studies.py              # ~1 minute on 2 cores (the slow test runs real Ray + MLflow)
     pytest tests/test_studies.py -m "not slow"
 
-The slow tests run `python studies/sigma_grid.py --smoke` as a subprocess (cwd = a tmp folder, so the
-default sqlite MLflow store and `csvr_runs` storage land there) and read the MLflow store back.
-They share one storage folder, so later tests reuse the stages the first one computed.
+The slow test runs `python studies/sigma_grid.py --smoke` as a subprocess (cwd = a tmp folder, so the
+default sqlite MLflow store and `csvr_runs` storage land there) and reads the MLflow store back.
+Failed trials and Optuna resumes: tests/test_faults.py (the same study subprocess under injected faults).
 """
 from __future__ import annotations
 
@@ -221,54 +221,20 @@ def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
     assert any("heatmap" in f.name for f in figures) and all(f.stat().st_size > 1000 for f in figures)
 
 
-@pytest.mark.slow
-def test_failed_trial_is_a_failed_run_and_the_study_goes_on(tmp_path, storage):
-    out = run_study(tmp_path, storage, "--max-failures", "1",
-                    fault={"match": {"loss.sigma_p": 1.0}, "after_epochs": 0})
-    assert "'ERROR': 1" in out
-    client, (parent,), children = mlflow_runs(tmp_path)
-    assert parent.info.status == "FINISHED" and parent.data.metrics["study/trials_error"] == 1
-    by_sigma = {r.data.params["loss.sigma_p"]: r for r in children}
-    assert len(children) == 2  # the retry reused the failed trial's run
-    assert by_sigma["0.75"].info.status == "FINISHED"
-    failed = by_sigma["1.0"]
-    assert failed.info.status == "FAILED" and "injected fault" in failed.data.tags["csvr.error"]
-    text = client.download_artifacts(failed.info.run_id, "traceback.txt", str(tmp_path))
-    assert "RuntimeError" in Path(text).read_text()
+# A trial that fails on every attempt is a FAILED run with its reason and the study goes on:
+# tests/test_faults.py::test_diverged_or_oom_trial_is_a_failed_run_with_its_reason (an OOM trial retried and
+# failed, a diverged one, a normal one). Optuna resumed with more samples:
+# tests/test_faults.py::test_killed_driver_resumes_without_rerunning_finished_trials (it resumes 3 -> 4 samples).
 
 
 def optuna_trials(storage: Path):
+    """The Optuna study's trials as the search saved them (tests/test_faults.py)."""
     import pickle
 
     run_dir = storage / "sigma_grid" / (storage / "sigma_grid" / "latest").read_text().strip()
     state = max((run_dir / "tune").glob("searcher-state-*.pkl"))  # newest session (names hold its time)
     with open(state, "rb") as f:
         return pickle.load(f)["_ot_study"].trials
-
-
-@pytest.mark.slow
-def test_optuna_search_resumes_with_more_samples(tmp_path, storage):
-    optuna_storage = storage / "optuna"
-    run_study(tmp_path, optuna_storage, "--search", "optuna", "--num-samples", "2")
-    client, (parent,), first = mlflow_runs(tmp_path)
-    assert parent.data.tags["csvr.search"] == "optuna" and len(first) == 2
-    before = {r.info.run_id: (r.info.start_time, r.data.params["loss.sigma_p"]) for r in first}
-    assert len(optuna_trials(optuna_storage)) == 2
-
-    out = run_study(tmp_path, optuna_storage, "--search", "optuna", "--num-samples", "3", "--resume")
-    assert "Resuming" in out
-    client, parents, children = mlflow_runs(tmp_path)
-    assert [p.info.run_id for p in parents] == [parent.info.run_id]  # the same study run continues
-    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
-    for run in children:
-        if run.info.run_id in before:  # the earlier trials were not rerun
-            assert (run.info.start_time, run.data.params["loss.sigma_p"]) == before[run.info.run_id]
-        assert 0.5 <= float(run.data.params["loss.sigma_p"]) <= 1.25
-        assert_no_duplicate_steps(client, run)
-    history = optuna_trials(optuna_storage)
-    assert len(history) == 3 and all(t.state.name == "COMPLETE" for t in history)
-    sigmas = sorted(str(float(t.params["loss.sigma_p"])) for t in history[:2])
-    assert sigmas == sorted(str(float(p)) for _, p in before.values())
 
 
 # ---------------------------------------------------------------------------------------------
