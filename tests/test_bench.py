@@ -135,8 +135,11 @@ def test_study(capsys, tmp_path):
 @pytest.mark.slow
 def test_study_search_with_and_without_pruning(capsys, tmp_path):
     pytest.importorskip("optuna")
+    # 8 train / 8 test videos instead of the whole embedded dataset (the benchmark's default): the per-epoch probe,
+    # finetuning and evaluation of both searches were most of this test's time; the report's fields are the same
     report, data, lines = run(capsys, tmp_path, ["study", "--search", "optuna", "--scheduler", "asha", "--seeds", "1",
-                                                 "--trials", "1", "--joint-epochs", "1", "--steps", "1"])
+                                                 "--trials", "1", "--joint-epochs", "1", "--steps", "1",
+                                                 "--set", "data.max_videos=8"])
     check_common(data, lines, "study", "asha / fifo: ")
     rows = {r["scheduler"]: r for r in data["rows"]}
     assert set(rows) == {"fifo", "asha"} and rows["fifo"]["pruned"] == 0
@@ -147,6 +150,7 @@ def test_study_search_with_and_without_pruning(capsys, tmp_path):
     # paired: the same sampler seed draws the same sigmas with and without the scheduler
     assert [t["loss.sigma_p"] for t in rows["fifo"]["trials"]] == [t["loss.sigma_p"] for t in rows["asha"]["trials"]]
     assert data["settings"]["settings"]["eval.probe_every"] == 1  # the scheduler sees every joint epoch
+    assert data["settings"]["settings"]["data.max_videos"] == "8"  # --set overrides the benchmark's settings
     assert set(data["headline"]["intervals"]) == {"epochs_ratio", "epoch_s_ratio", "trial_s_ratio", "best_gap"}
 
 

@@ -126,8 +126,10 @@ def test_asha_prunes_with_optuna_on_another_metric(tmp_path, monkeypatch):
                              mode="max", max_t=8,
                              grace_period=1, reduction_factor=2, stop_last_trials=False)
         tuner = tune.Tuner(_trial, param_space={"quality": tune.uniform(0.0, 1.0)},
+                           # reuse_actors: the 8 stand-in trials share one worker process (~1 s less per trial)
                            tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric=TARGET, mode="max", seed=0),
-                                                       scheduler=asha, num_samples=8, max_concurrent_trials=1),
+                                                       scheduler=asha, num_samples=8, max_concurrent_trials=1,
+                                                       reuse_actors=True),
                            run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0))
         results = tuner.fit()
     finally:

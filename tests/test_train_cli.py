@@ -17,7 +17,7 @@ SHORT = ["--set", "train.pose_epochs=2", "train.context_epochs=2", "train.video_
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_end_to_end_with_baselines_and_resume(tmp_path):
+def test_tiny_pipeline_end_to_end_with_baselines_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "csvr.train", "--preset", "tiny", "--out", str(out), *SHORT]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -40,9 +40,10 @@ def test_tiny_pipeline_end_to_end_with_baselines_and_resume(tmp_path):
     assert result["pretext/pose_mse"] < result["pretext/pose_mse_const_velocity"]
     assert (out / "artifacts" / "samples" / "generated.png").stat().st_size > 1000
 
-    # a rerun in the same folder is refused without --resume; with --resume every stage is reused
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "--resume" in again.stderr
+    # a rerun in the same folder is refused without --resume (in-process: the refusal happens before any work, and
+    # a subprocess only added a Python start-up); with --resume every stage is reused
+    code, refused = run_main(capsys, *cmd[3:])
+    assert code == 2 and len(refused) == 1 and "--resume" in refused[0], refused
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     statuses = [json.loads(x) for x in resumed.stdout.splitlines() if x.startswith("{")]
