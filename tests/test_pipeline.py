@@ -3,7 +3,6 @@ trial that reuses them gets the same numbers as one that computes everything its
 from __future__ import annotations
 
 import multiprocessing as mp
-import time
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,14 @@ import torch
 
 from csvr.config import apply_overrides, keys, preset, tiny
 from csvr.pipeline import run_trial
-from csvr.stages.store import StageStore, finish
+from csvr.stages.store import StageStore
 from csvr.stages.table import NEEDS, NOT_IN_ANY_STAGE, STAGE_KEYS, STAGES, stage_key
+from tests.workers import compute_stage_once  # light imports: each spawned worker starts fast
 
 SMOKE = {"train.steps_per_epoch": 2, "train.pose_epochs": 2, "train.context_epochs": 2, "train.video_epochs": 2,
          "train.joint_epochs": 1, "train.checkpoint_epochs": "1", "eval.probe_every": 0,
-         "finetune.epochs": 1, "finetune.steps_per_epoch": 2, "eval.retrieval_clips": 1, "eval.test_clips": 1}
+         "finetune.epochs": 1, "finetune.steps_per_epoch": 2, "eval.retrieval_clips": 1, "eval.test_clips": 1,
+         "data.max_videos": 8}  # as --smoke: evaluating every embedded video was most of each trial's time
 
 
 def test_stage_keys_are_those_of_existing_stores():
@@ -75,22 +76,10 @@ def test_each_ablation_changes_only_the_stages_that_read_it():
     assert set(NEEDS) == {"scratch", "f_d", "f_s", "f_i_adain", "f_i_concat", "f_i_full"}
 
 
-def _compute_once(root: str, log: str) -> str:
-    store = StageStore(Path(root))
-
-    def compute(out: Path):
-        with open(log, "a") as f:
-            f.write("computed\n")
-        time.sleep(1.0)
-        yield finish(out, "pose", "k", 1.0)
-
-    return [e for e in store.run("pose", "k", compute) if e["kind"] == "stage"][0]["status"]
-
-
 def test_concurrent_trials_compute_a_stage_once(tmp_path):
     log = tmp_path / "log.txt"
     with mp.get_context("spawn").Pool(3) as pool:
-        statuses = pool.starmap(_compute_once, [(str(tmp_path / "store"), str(log))] * 3)
+        statuses = pool.starmap(compute_stage_once, [(str(tmp_path / "store"), str(log))] * 3)
     assert log.read_text().count("computed") == 1
     assert sorted(statuses) == ["computed", "reused", "reused"]
 
