@@ -8,7 +8,7 @@ What is asserted is what holds at this size (DESIGN.md, "Making CSVR learn at th
 beats copy-last and constant-velocity extrapolation, the context branch is well above chance, and the video
 generators beat the unconditional baseline (the train split's mean frame: what a generator ignoring f_i reaches).
 The video generators do NOT beat the clip's own mean frame (an oracle that holds the clip's exact background);
-that gap is reported in DESIGN.md, not asserted away.
+that gap is reported in DESIGN.md ("f_i as a map": what bounds the generators), not asserted away.
 """
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from csvr.data.loaders import prepared, train_batches
 from csvr.models.build import build_model, load_parts, seeded
 from csvr.stages.pretrain import pretrain_stage
 
-SHORT = {"train.pose_epochs": 15, "train.context_epochs": 8, "train.video_epochs": 50, "eval.probe_every": 0}
+# 30 video epochs (240 steps): with f_i as a map the generators pass the unconditional baseline by ~25 % there
+# (`python -m csvr.bench video --steps 300`: 2.28 at 150 steps, 2.08 at 300, against 2.96)
+SHORT = {"train.pose_epochs": 15, "train.context_epochs": 8, "train.video_epochs": 30, "eval.probe_every": 0}
 
 
 @pytest.fixture(scope="module")
