@@ -328,6 +328,10 @@ def study_notes(table: Table, runs: StudyRuns, datasets: list[str | None]) -> li
         notes.append("Accuracies and R@k are logged as fractions and shown in % (x100).")
         if any(v > 100.0 for cell in table.cells.values() for v in cell.values):
             notes.append("Some values exceed 100%: was a metric logged in % instead of as a fraction?")
+        elif any(iv is not None and iv.method == "t" and (iv.low < 0.0 or iv.high > 100.0)
+                 for iv in (cell.interval for cell in table.cells.values())):
+            notes.append("Some t intervals reach past 0 or 100 %: few seeds with a large spread; they are shown "
+                         "as computed, not clipped (more seeds narrow them: --seeds-needed).")
     return notes
 
 

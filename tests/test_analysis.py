@@ -386,6 +386,18 @@ def test_percent_logged_warning():
     assert any("exceed 100%" in note for note in collect(SIGMA_GRID, runs).notes)
 
 
+def test_t_intervals_past_100_are_flagged_not_clipped():
+    def rec(i, seed, value):
+        return RunRecord(f"r{i}", "FINISHED", i, {"eval.feature_source": "f_s", "train.seed": str(seed)},
+                         {"eval/ucf101/top1": value}, {})
+    wide = collect(FEATURE_SOURCE, StudyRuns("feature_source", None, [rec(0, 0, 0.99), rec(1, 1, 0.40)]))
+    iv = wide.cell(("f_s",), ("ucf101",)).interval
+    assert iv.high > 100.0  # shown as computed
+    assert any("reach past 0 or 100" in note for note in wide.notes)
+    narrow = collect(FEATURE_SOURCE, StudyRuns("feature_source", None, [rec(0, 0, 0.60), rec(1, 1, 0.62)]))
+    assert not any("reach past" in note for note in narrow.notes)
+
+
 def test_cli_writes_files(store, tmp_path, capsys):
     tables_main(["backbones", "--mlflow-uri", store.uri, "--format", "csv", "--out", str(tmp_path)])
     assert "model.backbone,data.source:kind" in capsys.readouterr().out
