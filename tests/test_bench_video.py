@@ -38,3 +38,11 @@ def test_bench_video_floors_on_the_embedded_dataset(tmp_path):
     zeros = next(r for r in report.rows if r["decoder"] == "zeros")
     assert report.numbers["mean_frame"] < unconditional["reconstruct"] < zeros["reconstruct"]
     assert (tmp_path / "video.json").exists()
+
+
+def test_bench_video_needs_the_configs_own_branch_stages(tmp_path):
+    """--stages is read by this config's stage keys: a store without them is refused, naming the missing file."""
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match=r"pose/[0-9a-f]{16}/model.pt is missing"):
+        main(["video", "--preset", "tiny", "--steps", "1", "--stages", str(tmp_path)])

@@ -8,7 +8,8 @@ Two parts, both on the held-out split of the config's dataset (no augmentation),
           clip-mean-frame rows that `pretext_metrics` logs.
   train   with `--steps N` (> 0): the video stage alone (`csvr.training.steps.video_stage`, the stage's own
           optimiser and update) for N steps on frozen pose and context branches loaded from `--stages DIR` (a
-          stage store, e.g. runs/train/stages; random branches when absent), printing the held-out L2 of both
+          stage store, e.g. runs/train/stages, holding this config's pose and context stages under their keys;
+          random branches when no --stages), printing the held-out L2 (`pretext_metrics`) of both
           generators every `--every` steps. `--set` changes the config as anywhere else, e.g.
           `--set model.fi_shape=vector` or `--set loss.video_adversarial=1`; `--joint` runs Eq. 9 instead (every
           part trains) from the same start.
@@ -22,8 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from csvr import evaluation as E
 from csvr import losses as L
 from csvr.bench.common import Report, bench_config
+
+CPU = torch.device("cpu")
 
 
 def _held_out(cfg) -> list[dict]:
@@ -49,41 +53,44 @@ def resolution_floors(clips: torch.Tensor, future: torch.Tensor, grids=(1, 2, 4,
     return rows
 
 
-def _generator_l2(model, batches: list[dict]) -> tuple[float, float]:
-    model.eval()
-    rec, pred = [], []
-    with torch.no_grad():
-        for b in batches:
-            f_i = model.features(b["clip"], b["poses"], b["pose_mask"])["f_i"]
-            rec.append(L.pixel_l2(model.reconstructor.generator(f_i), b["clip"]))
-            pred.append(L.pixel_l2(model.predictor.generator(f_i), b["future"]))
-    return float(torch.stack(rec).mean()), float(torch.stack(pred).mean())
+def _branch_parts(model, cfg, stages: Path) -> None:
+    """Load this config's pose and context stages from the store `stages` (their keyed folders)."""
+    from csvr.models.build import load_parts
+    from csvr.stages.store import StageStore
+    from csvr.stages.table import stage_key
+
+    for part in ("pose", "context"):
+        path = StageStore(stages).path(part, stage_key(part, cfg)) / "model.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: --stages must be a stage store that holds this config's "
+                                    f"{part} stage (run python -m csvr.train with the same preset and --set first)")
+        load_parts(model, path)
 
 
 def train_video_stage(cfg, batches_test: list[dict], steps: int, every: int, stages: Path | None,
                       stage: str = "video") -> list[dict]:
     """The video stage (or Eq. 9 with stage="joint") alone for `steps` steps; held-out L2 every `every` steps."""
     from csvr.data.loaders import prepared, train_batches
-    from csvr.models.build import build_model, load_parts
+    from csvr.models.build import build_model
     from csvr.training.loop import make_optimizers, set_train_mode, to_device, train_step
 
     model = build_model(cfg)
-    for part in ("pose", "context"):
-        for path in sorted((stages / part).glob("*/model.pt")) if stages else ():
-            load_parts(model, path)
-            break
+    if stages:
+        _branch_parts(model, cfg, stages)
     opt = make_optimizers(model, stage, cfg)
     batches = train_batches(prepared(cfg.data.source, cfg), cfg, cfg.data.batch_size)
     rows, step, epoch, start = [], 0, 0, time.perf_counter()
     while step < steps:
         set_train_mode(model, stage)
         for b in batches(epoch):
-            train_step(model, to_device(b, torch.device("cpu"), cfg), stage, cfg, opt)
+            train_step(model, to_device(b, CPU, cfg), stage, cfg, opt)
             step += 1
             if step % every == 0 or step == steps:
-                rec, pred = _generator_l2(model, batches_test)
-                rows.append({"decoder": f"{stage} stage, {step} steps", "reconstruct": rec,
-                             "predict (from the clip)": pred, "seconds": time.perf_counter() - start})
+                with torch.no_grad():
+                    held_out = E.pretext_metrics(model, batches_test, None, CPU)
+                rows.append({"decoder": f"{stage} stage, {step} steps", "reconstruct": held_out["video_l2_reconstruct"],
+                             "predict (from the clip)": held_out["video_l2_predict"],
+                             "seconds": time.perf_counter() - start})
                 set_train_mode(model, stage)
             if step >= steps:
                 break
@@ -98,8 +105,8 @@ def bench_video(args) -> Report:
     clips, future = torch.cat([b["clip"] for b in test]), torch.cat([b["future"] for b in test])
     from csvr.data.loaders import prepared, train_batches
 
-    train = list(train_batches(prepared(cfg.data.source, cfg), cfg, cfg.data.batch_size, train=False)(0))
-    train_mean = torch.cat([b["clip"] for b in train]).mean(dim=(0, 2))[:, None, :, :]  # (3, 1, S, S)
+    train_mean = E.mean_frame_of(train_batches(prepared(cfg.data.source, cfg), cfg, cfg.data.batch_size,
+                                               train=False)(0))[:, None]  # (3, 1, S, S)
     rows = [{"decoder": "zeros", "reconstruct": float(clips.pow(2).sum(1).mean()),
              "predict (from the clip)": float(future.pow(2).sum(1).mean())},
             {"decoder": "unconditional (train mean frame)",
@@ -110,8 +117,8 @@ def bench_video(args) -> Report:
         stages = Path(args.stages) if args.stages else None
         rows += train_video_stage(cfg, test, args.steps, args.every or max(args.steps // 4, 1), stages,
                                   "joint" if args.joint else "video")
-    exact = rows[-1] if args.steps else rows[2 + 3]  # the trained generator, else the 8 x 8 floor
-    mean_frame = float(L.pixel_l2(clips.mean(2, keepdim=True).expand_as(clips), clips))
+    exact = rows[-1] if args.steps else next(r for r in rows if r["decoder"].startswith("8x8"))  # else the 8 x 8 floor
+    mean_frame = float(L.pixel_l2(L.mean_frame(clips), clips))
     return Report("video", ["decoder", "reconstruct", "clip mean frame", "predict (from the clip)", "seconds"], rows,
                   f"clip-mean-frame oracle: reconstruct {mean_frame:.3f}; {exact['decoder']}: reconstruct "
                   f"{exact['reconstruct']:.3f} (n = 1 seed, {len(clips)} held-out clips)",

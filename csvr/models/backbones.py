@@ -31,6 +31,11 @@ from torchvision.ops.misc import Conv3dNormActivation
 STAGE_MULTIPLIERS = (1, 2, 4, 8)  # ResNet stage widths = width * these (64..512 at width 64)
 
 
+def global_pool(x: torch.Tensor) -> torch.Tensor:
+    """Global average pooling over every non-channel dim: (B, C, ...) -> (B, C)."""
+    return x.flatten(2).mean(dim=2)
+
+
 class PooledNet(nn.Module):
     """`features` followed by global average pooling over all non-channel dims: (B, C, ...) -> (B, C)."""
 
@@ -41,8 +46,7 @@ class PooledNet(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (B, out_dim, T', H', W') or (B, out_dim, H', W')
-        return x.flatten(2).mean(dim=2)  # (B, out_dim)
+        return global_pool(self.features(x))  # (B, out_dim, T', H', W') or (B, out_dim, H', W') -> (B, out_dim)
 
 
 class FlexMaxPool3d(nn.MaxPool3d):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from csvr.models.backbones import global_pool
+
 
 def mlp_head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     """The two-layer MLP heads g^V and g^I."""
@@ -30,7 +32,7 @@ class ContextBranch(nn.Module):
     def video_features(self, clip: Tensor) -> tuple[Tensor, Tensor]:
         """clip -> (the V-network's map before pooling (B, C', T', H', W'), f_s = x* (B, C)), in one pass."""
         v_map = self.video_net.features(clip)
-        return v_map, self.video_head(v_map.flatten(2).mean(dim=2))
+        return v_map, self.video_head(global_pool(v_map))
 
     def iframe_embedding(self, iframes: Tensor) -> Tensor:
         """iframes (B, K, 3, H, W) -> z* (B, K, C); padded slots are embedded too and masked by the loss."""

@@ -19,11 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from csvr.config import FiShape, Integration
+from csvr.models.backbones import global_pool
 
 
 def pooled(f_i: Tensor) -> Tensor:
     """f_i as the (B, C) vector downstream tasks read: a map is averaged over its positions."""
-    return f_i.flatten(2).mean(dim=2) if f_i.dim() > 2 else f_i
+    return global_pool(f_i) if f_i.dim() > 2 else f_i
 
 
 class AdaINIntegration(nn.Module):
