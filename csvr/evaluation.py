@@ -142,7 +142,9 @@ def pretext_metrics(model: CSVR, loader: Iterable[dict], is_classifier: nn.Modul
     clip's mean frame, an oracle that holds the clip's exact background) and, given `train_mean` (the train
     split's mean frame, `mean_frame_of`), vs video_l2_train_mean / video_l2_train_mean_future (the unconditional
     generator: every frame = the train split's mean frame; a generator that does not beat it ignores f_i);
-    context_acc vs context_chance. A branch that does not beat its baseline has not learned. Means are over batches (the held-out loader yields equal batches except the last)."""
+    context_acc vs context_chance, and context_acc_pixels (the same matching by raw pixels: the clip's mean frame
+    against each I-frame, a reference that keeps every pixel's position, which Eq. 2's pooled embeddings drop, not
+    a bar for them). A branch that does not beat its baseline has not learned. Means are over batches (the held-out loader yields equal batches except the last)."""
     model.eval()
     sums: dict[str, list[Tensor]] = {}
     probs = []
@@ -180,6 +182,8 @@ def _pretext_batch(model: CSVR, batch: dict) -> tuple[dict[str, Tensor], Tensor]
     return {
         "context_acc": L.context_accuracy(f_s, z, batch["iframe_mask"]),
         "context_chance": L.context_chance(batch["iframe_mask"]),
+        "context_acc_pixels": L.context_accuracy(clip.mean(2).flatten(1), batch["iframes"].flatten(2),
+                                                 batch["iframe_mask"]),
         "pose_mse": L.pose_mse(pred, future, fmask),
         "pose_mse_copy_last": L.pose_mse(L.copy_last_pose(poses, mask, t_future), future, fmask),
         "pose_mse_const_velocity": L.pose_mse(L.constant_velocity_pose(poses, mask, t_future), future, fmask),

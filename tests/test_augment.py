@@ -205,6 +205,21 @@ def test_train_batches_are_a_function_of_seed_and_epoch(cache):
     assert all(torch.equal(a[k], b[k]) for a, b in zip(epoch1, poses) for k in b)
 
 
+def test_held_out_batches_hold_every_video_once_in_one_order_for_every_seed(cache):
+    """Held-out batches (the pretext metrics') are not the split's class-sorted order, where a batch of one class
+    would give context matching only same-scene negatives; the order is fixed, whatever train.seed."""
+    from csvr.config import apply_overrides, tiny
+    from csvr.data.loaders import train_batches
+
+    def order(seed: int) -> list[int]:
+        cfg = apply_overrides(tiny(), {"data.batch_size": 2, "data.workers": 0, "train.device": "cpu",
+                                       "train.seed": seed})
+        return [i for b in train_batches(cache, cfg, 2, train=False)(0) for i in b["index"].tolist()]
+
+    assert sorted(order(0)) == [0, 1, 2, 3]  # every train video once
+    assert order(0) == order(7) != [0, 1, 2, 3]
+
+
 def test_flip_is_a_logged_config_key():
     from csvr.config import Config, apply_overrides, flatten
 

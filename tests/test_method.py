@@ -110,6 +110,20 @@ def test_mean_frame_and_context_chance_by_hand():
     assert L.context_chance(mask).item() == pytest.approx((2 / 4 + 1 / 4 + 1 / 4) / 3)
 
 
+def test_context_matching_by_raw_pixels_finds_each_clips_own_iframes():
+    """context_acc_pixels: a clip whose I-frames are its own frames is matched by pixels; shuffled I-frames are not."""
+    cfg = apply_overrides(tiny(), {"data.batch_size": 4, "data.size": 16})
+    torch.manual_seed(0)
+    model = build_csvr(cfg)
+    batch = random_batch(cfg)
+    batch["clip"] = torch.randn_like(batch["clip"][:, :, :1]).expand_as(batch["clip"]).contiguous()  # static clips
+    own = batch["clip"][:, :, 0][:, None].expand_as(batch["iframes"]).contiguous()
+    batch["iframes"], batch["iframe_mask"] = own, torch.ones_like(batch["iframe_mask"])
+    assert E.pretext_metrics(model, [batch], None, torch.device("cpu"))["context_acc_pixels"] == 1.0
+    batch["iframes"] = own.roll(1, dims=0)  # every clip now holds the next clip's I-frames
+    assert E.pretext_metrics(model, [batch], None, torch.device("cpu"))["context_acc_pixels"] == 0.0
+
+
 def test_train_mean_frame_and_the_unconditional_baseline_by_hand():
     """mean_frame_of averages every frame of every clip; pretext_metrics scores it against both targets."""
     a = torch.zeros(1, 3, 2, 1, 1)

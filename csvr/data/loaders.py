@@ -23,6 +23,12 @@ from csvr.data.sources import cache_dir_for, ensure_prepared
 from csvr.training.loop import resolve_device
 
 
+# The held-out batches' order, the same for every trial and seed. Not the split's (class-sorted) order: a batch of
+# one class would give context matching (`losses.context_accuracy`, candidates = the batch's I-frames) only
+# same-scene negatives, unlike every training batch, and measure another task than the one trained.
+HELD_OUT_ORDER = 0
+
+
 class EpochShuffle(Sampler[int]):
     """A permutation per epoch from (seed, epoch): the order of epoch e does not depend on earlier epochs."""
 
@@ -54,8 +60,8 @@ def train_batches(cache: Path, cfg: Config, batch_size: int, train: bool = True,
     d, device = cfg.data, resolve_device(cfg.train.device)
     ds = ClipDataset(cache, split, d.clip_len, d.future_len, d.stride, d.cache_size, train=train,
                      seed=cfg.train.seed, max_videos=d.max_videos, poses_only=poses_only)
-    if not train:  # held-out clips for the pretext metrics: every video once, in order
-        held_out = _loader(ds, max(2, min(batch_size, len(ds))), d.workers)
+    if not train:  # held-out clips for the pretext metrics: every video once, in one fixed shuffled order
+        held_out = _loader(ds, max(2, min(batch_size, len(ds))), d.workers, EpochShuffle(len(ds), HELD_OUT_ORDER))
         return lambda epoch: DeviceBatches(held_out, d, device, None, epoch)
     return _epoch_batches(ds, cfg, d, batch_size, split)
 
