@@ -7,6 +7,7 @@
     python -m csvr.bench study   [--grid 2] [--trials N] [--steps 2]
     python -m csvr.bench study   --search optuna [--scheduler asha|median] [--seeds 3] [--trials 8]
     python -m csvr.bench video   [--steps N --stages DIR [--every N] [--joint]] [--set model.fi_shape=vector]
+    python -m csvr.bench context [--seeds N] [--set train.context_epochs=20]
     ... [--json FILE]            # every number, plus the machine and library versions
 
 Each command prints a small table whose last line is the headline ratio:
@@ -39,7 +40,10 @@ Each command prints a small table whose last line is the headline ratio:
   video    the video generators against their baselines and against resolution floors (decoders that know the
            truth at r x r cells); with --steps, the video stage alone on frozen branches (csvr/bench/video.py).
            Headline: the clip-mean-frame oracle beside the trained generator (or the 8 x 8 floor).
-One module per command (csvr/bench/step.py, loader.py, prepare.py, study.py, video.py), shared parts in common.py,
+  context  per seed, the context stage alone, then held-out I-frame matching (in batches and among every
+           held-out video) and the k-NN of f_s on the context classes against its random init (csvr/bench/context.py).
+           Headline: mean [t interval] over seeds beside chance and raw-pixel matching.
+One module per command (csvr/bench/step.py, loader.py, prepare.py, study.py, video.py, context.py), shared parts in common.py,
 the CLI in __main__.py. `python -m csvr.bench.gpu_check` runs the GPU numbers in one go (its docstring).
 
 Peak memory: torch.cuda.max_memory_allocated on CUDA; on the CPU the growth of the peak RSS (VmHWM, reset

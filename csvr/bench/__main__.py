@@ -1,4 +1,4 @@
-"""The CLI: `python -m csvr.bench {step,loader,prepare,study} [--json FILE]` (see csvr/bench/__init__.py)."""
+"""The CLI: `python -m csvr.bench {step,loader,prepare,study,video,context} [--json FILE]` (see csvr/bench/__init__.py)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ from typing import Callable
 
 from csvr.bench import __doc__ as PACKAGE_DOC
 from csvr.bench.common import STEP_RATE, Report, apply_smoke, bench_config, format_report, machine
+from csvr.bench.context import bench_context
 from csvr.bench.loader import bench_loader
 from csvr.bench.prepare import bench_prepare
 from csvr.bench.step import BACKBONES, bench_step
@@ -26,6 +27,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Report]] = {
     "prepare": bench_prepare,
     "study": bench_study,
     "video": bench_video,
+    "context": bench_context,
 }
 
 
@@ -60,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--search", choices=("optuna",), default=None,
                    help="study: an Optuna search run with fifo and with --scheduler (same sampler seed)")
     p.add_argument("--scheduler", choices=("asha", "median"), default="asha", help="study --search: the pruner")
-    p.add_argument("--seeds", type=int, default=0, help="study --search: paired searches (default 3)")
+    p.add_argument("--seeds", type=int, default=0, help="study --search: paired searches (default 3); "
+                   "context: seeds 0..N-1 (default 1)")
     p.add_argument("--joint-epochs", type=int, default=0, help="study --search: joint epochs per trial (default 4)")
     p.add_argument("--step-rate", type=float, default=STEP_RATE, help="loader: clips/s one GPU consumes")
     return p
