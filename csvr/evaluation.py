@@ -144,10 +144,12 @@ def pretext_metrics(model: CSVR, loader: Iterable[dict], is_classifier: nn.Modul
     generator: every frame = the train split's mean frame; a generator that does not beat it ignores f_i);
     context_acc vs context_chance, and context_acc_pixels (the same matching by raw pixels: the clip's mean frame
     against each I-frame, a reference that keeps every pixel's position, which Eq. 2's pooled embeddings drop, not
-    a bar for them). A branch that does not beat its baseline has not learned. Means are over batches (the held-out loader yields equal batches except the last)."""
+    a bar for them). A branch that does not beat its baseline has not learned. Each batch's value counts with its number
+    of clips (the last batch may be short), so the means do not depend on how the clips were batched, except
+    context matching's, whose candidates are the batch's I-frames."""
     model.eval()
     sums: dict[str, list[Tensor]] = {}
-    probs = []
+    probs, clips = [], 0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
         values, f_i = _pretext_batch(model, batch)
@@ -155,14 +157,15 @@ def pretext_metrics(model: CSVR, loader: Iterable[dict], is_classifier: nn.Modul
             mean = train_mean.to(device)[None, :, None]  # (1, 3, 1, H, W)
             values["video_l2_train_mean"] = L.pixel_l2(mean.expand_as(batch["clip"]), batch["clip"])
             values["video_l2_train_mean_future"] = L.pixel_l2(mean.expand_as(batch["future"]), batch["future"])
-        for name, value in values.items():
-            sums.setdefault(name, []).append(value.float())
+        for name, value in values.items():  # weighted by the batch's clips: a mean over clips, whatever the order
+            sums.setdefault(name, []).append(value.float() * len(batch["clip"]))
+        clips += len(batch["clip"])
         if is_classifier is not None:
             is_classifier.eval()
             fake = model.reconstructor.generator(f_i)
             probs.append(is_classifier({"clip": fake, "poses": batch["poses"],
                                         "pose_mask": batch["pose_mask"]}).softmax(-1).float().cpu())
-    out = {name: float(torch.stack(values).mean()) for name, values in sums.items()}
+    out = {name: float(torch.stack(values).sum() / clips) for name, values in sums.items()}
     out["pose_mse_x100"] = 100 * out["pose_mse"]  # Table II's scale
     if probs:
         out["video_is"] = L.inception_score(torch.cat(probs))

@@ -124,6 +124,19 @@ def test_context_matching_by_raw_pixels_finds_each_clips_own_iframes():
     assert E.pretext_metrics(model, [batch], None, torch.device("cpu"))["context_acc_pixels"] == 0.0
 
 
+def test_pretext_means_are_over_clips_whatever_the_batching():
+    """A short last batch counts with its clips: [3 clips, 1 clip] gives the means of [4 clips]."""
+    cfg = apply_overrides(tiny(), {"data.batch_size": 4, "data.size": 16})
+    torch.manual_seed(0)
+    model = build_csvr(cfg)
+    batch = random_batch(cfg)
+    whole = E.pretext_metrics(model, [batch], None, torch.device("cpu"))
+    parts = E.pretext_metrics(model, [{k: v[:3] for k, v in batch.items()}, {k: v[3:] for k, v in batch.items()}],
+                              None, torch.device("cpu"))
+    for key in ("video_l2_mean_frame", "video_l2_mean_frame_future"):  # (the generators draw fresh noise)
+        assert parts[key] == pytest.approx(whole[key], rel=1e-5), key
+
+
 def test_train_mean_frame_and_the_unconditional_baseline_by_hand():
     """mean_frame_of averages every frame of every clip; pretext_metrics scores it against both targets."""
     a = torch.zeros(1, 3, 2, 1, 1)
