@@ -134,6 +134,7 @@ def mean_frame_of(loader: Iterable[dict]) -> Tensor:
     return total / max(count, 1)
 
 
+@torch.no_grad()
 def pretext_metrics(model: CSVR, loader: Iterable[dict], is_classifier: nn.Module | None,
                     device: torch.device, train_mean: Tensor | None = None) -> dict[str, float]:
     """Table II's pretext metrics on held-out clips (no augmentation), each beside its trivial baseline:
