@@ -103,21 +103,23 @@ def bench_context(args) -> Report:
                                                                                       "context")
         rows.append({"seed": seed, "context_acc": acc, "all_way": all_way, "knn_context": knn,
                      "knn_random": knn_random, "knn_gain": knn - knn_random, "seconds": time.perf_counter() - start})
+    n, clips = len(rows), len(every["clip"])
     summary = {k: t_interval([100 * r[k] for r in rows]) for k in ("context_acc", "all_way", "knn_gain")}
-    rows.append({"seed": f"mean (n={len(rows)})",
-                 **{k: sum(r[k] for r in rows) / len(rows) for k in ("context_acc", "all_way", "knn_context",
-                                                                       "knn_random", "knn_gain")}})
-
-    def cell(i) -> str:
-        return f"{i.mean:+.1f}" if i.low is None else f"{i.mean:.1f} [{i.low:.1f}, {i.high:.1f}]"
+    columns = ("context_acc", "all_way", "knn_context", "knn_random", "knn_gain")
+    rows.append({"seed": f"mean (n={n})", **{k: sum(r[k] for r in rows) / n for k in columns}})
+    headline = (f"context accuracy {_cell(summary['context_acc'])} % (chance {100 * chance:.1f}, raw pixels "
+                f"{100 * pixels[0]:.1f}); all-way {_cell(summary['all_way'])} % (chance {100 / clips:.1f}, raw "
+                f"pixels {100 * pixels[1]:.1f}); k-NN of f_s on the context classes minus random init "
+                f"{_cell(summary['knn_gain'])} points (paired by seed, n = {n}, {clips} held-out clips)")
     return Report("context", ["seed", "context_acc", "all_way", "knn_context", "knn_random", "knn_gain", "seconds"],
-                  rows,
-                  f"context accuracy {cell(summary['context_acc'])} % (chance {100 * chance:.1f}, raw pixels "
-                  f"{100 * pixels[0]:.1f}); all-way {cell(summary['all_way'])} % (chance {100 / len(every['clip']):.1f}, "
-                  f"raw pixels {100 * pixels[1]:.1f}); k-NN of f_s on the context classes minus random init "
-                  f"{cell(summary['knn_gain'])} points (paired by seed, n = {len(rows) - 1}, {len(every['clip'])} "
-                  f"held-out clips)",
+                  rows, headline,
                   numbers={"context_acc": summary["context_acc"].mean, "knn_gain": summary["knn_gain"].mean,
                            "chance": chance, "pixels": pixels[0]},
-                  settings={"source": base.data.source, "context_epochs": base.train.context_epochs,
-                            "seeds": len(rows) - 1})
+                  settings={"source": base.data.source, "context_epochs": base.train.context_epochs, "seeds": n})
+
+
+def _cell(interval) -> str:
+    """mean [low, high], or the mean alone where one seed gives no interval."""
+    if interval.low is None:
+        return f"{interval.mean:.1f}"
+    return f"{interval.mean:.1f} [{interval.low:.1f}, {interval.high:.1f}]"
