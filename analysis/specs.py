@@ -136,6 +136,36 @@ SPECS: dict[str, tuple[TableSpec, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One claim a study tests: the cell `better` beats the cell `than` on `metric` (`{ds}` -> the dataset),
+    cells named by their value of the row key `key` (as the tables label their rows). `python -m analysis.claims`
+    gives the difference paired by seed beside both cells' own intervals."""
+
+    text: str
+    metric: str
+    better: str
+    than: str
+    key: str = "eval.feature_source:init"
+
+
+# Issue 10's claims and Table I's (Section IV-C): what each branch is for, under the protocol the runs used
+CLAIMS: dict[str, tuple[Claim, ...]] = {
+    "feature_source": (
+        Claim("f_d ahead of a random pose encoder on the motion classes", "eval/{ds}/group/motion",
+              "f_d", "f_d (random init)"),
+        Claim("f_s ahead of a random V-network on the context classes", "eval/{ds}/group/context",
+              "f_s", "f_s (random init)"),
+        Claim("f_i (full) at least as good as f_s overall", "eval/{ds}/top1", "f_i_full", "f_s"),
+        Claim("f_i (full) at least as good as f_d overall", "eval/{ds}/top1", "f_i_full", "f_d"),
+        Claim("pretraining helps f_i (full)", "eval/{ds}/top1", "f_i_full", "f_i_full (random init)"),
+        Claim("pretrained f_i (full) ahead of scratch (Table I)", "eval/{ds}/top1", "f_i_full", "scratch"),
+        Claim("pretrained f_i (full) ahead of scratch on the motion classes", "eval/{ds}/group/motion",
+              "f_i_full", "scratch"),
+    ),
+}
+
+
 def in_percent(metric: str) -> bool:
     return metric.rsplit("/", 1)[-1] in LOGGED_AS_FRACTION
 

@@ -31,7 +31,7 @@ def check_common(data: dict, lines: list[str], command: str, headline: str) -> N
 
 
 def test_commands_are_one_dict():
-    assert set(bench.COMMANDS) == {"step", "loader", "prepare", "study", "video"}
+    assert set(bench.COMMANDS) == {"step", "loader", "prepare", "study", "video", "context"}
     assert all(callable(fn) for fn in bench.COMMANDS.values())
 
 
