@@ -6,7 +6,10 @@ own intervals: `python -m analysis.claims feature_source [--mlflow-uri URI] [--d
 
 "resolved" reads the paired interval: above 0, below 0 (the claim reversed), or not resolved (it holds 0). The
 unpaired column says whether the two cells' own t intervals overlap: a stricter reading, which seed-to-seed
-variation shared by both cells can keep from resolving what the paired test resolves.
+variation shared by both cells can keep from resolving what the paired test resolves. For the "(random init)"
+claims the pairing is exact: `csvr.models.build.build_model` seeds each part by (train.seed, part), so a seed's
+random-init cell evaluates the very network that seed's pretraining started from, and the paired difference is
+what pretraining did to it; the unpaired intervals also hold how good each random initialisation happened to be.
 """
 from __future__ import annotations
 
