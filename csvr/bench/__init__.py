@@ -41,10 +41,11 @@ Each command prints a small table whose last line is the headline ratio:
            truth at r x r cells); with --steps, the video stage alone on frozen branches (csvr/bench/video.py).
            Headline: the clip-mean-frame oracle beside the trained generator (or the 8 x 8 floor).
   context  per seed, the context stage alone, then held-out I-frame matching (in batches and among every
-           held-out video) and the k-NN of f_s on the context classes against its random init (csvr/bench/context.py).
+           held-out video) and the k-NN of f_s on the context classes against its random init
+           (csvr/bench/context.py).
            Headline: mean [t interval] over seeds beside chance and raw-pixel matching.
-One module per command (csvr/bench/step.py, loader.py, prepare.py, study.py, video.py, context.py), shared parts in common.py,
-the CLI in __main__.py. `python -m csvr.bench.gpu_check` runs the GPU numbers in one go (its docstring).
+One module per command (csvr/bench/step.py, loader.py, prepare.py, study.py, video.py, context.py), shared parts
+in common.py, the CLI in __main__.py. `python -m csvr.bench.gpu_check` runs the GPU numbers in one go (its docstring).
 
 Peak memory: torch.cuda.max_memory_allocated on CUDA; on the CPU the growth of the peak RSS (VmHWM, reset
 through /proc/self/clear_refs; ru_maxrss where that is unavailable) above the RSS before the model was built;

@@ -1,4 +1,4 @@
-"""The CLI: `python -m csvr.bench {step,loader,prepare,study,video,context} [--json FILE]` (see csvr/bench/__init__.py)."""
+"""The CLI: `python -m csvr.bench {step,loader,prepare,study,video,context} [--json FILE]` (csvr/bench/__init__.py)."""
 from __future__ import annotations
 
 import argparse
