@@ -145,36 +145,35 @@ def pretext_metrics(model: CSVR, loader: Iterable[dict], is_classifier: nn.Modul
     generator: every frame = the train split's mean frame; a generator that does not beat it ignores f_i);
     context_acc vs context_chance, and context_acc_pixels (the same matching by raw pixels: the clip's mean frame
     against each I-frame, a reference that keeps every pixel's position, which Eq. 2's pooled embeddings drop, not
-    a bar for them). A branch that does not beat its baseline has not learned. Each batch's value counts with its number
-    of clips (the last batch may be short), so the means do not depend on how the clips were batched, except
-    context matching's, whose candidates are the batch's I-frames."""
+    a bar for them); video_l2_person, the reconstruct L2 inside the person's box, vs video_l2_person_train_mean
+    (no person there) and video_l2_person_mean_frame (the person blurred over the clip), `person_values`. A branch
+    that does not beat its baseline has not learned. Each batch's value counts with its number of clips (the last
+    batch may be short), so the means do not depend on how the clips were batched, except context matching's,
+    whose candidates are the batch's I-frames; a batch without a visible person adds nothing to the person ones."""
     model.eval()
     sums: dict[str, list[Tensor]] = {}
-    probs, clips = [], 0
+    counts: dict[str, int] = {}
+    probs = []
+    mean = None if train_mean is None else train_mean.to(device)[None, :, None]  # (1, 3, 1, H, W)
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-        values, f_i = _pretext_batch(model, batch)
-        if train_mean is not None:
-            mean = train_mean.to(device)[None, :, None]  # (1, 3, 1, H, W)
-            values["video_l2_train_mean"] = L.pixel_l2(mean.expand_as(batch["clip"]), batch["clip"])
-            values["video_l2_train_mean_future"] = L.pixel_l2(mean.expand_as(batch["future"]), batch["future"])
+        values, reconstruction = _pretext_batch(model, batch, mean)
         for name, value in values.items():  # weighted by the batch's clips: a mean over clips, whatever the order
             sums.setdefault(name, []).append(value.float() * len(batch["clip"]))
-        clips += len(batch["clip"])
+            counts[name] = counts.get(name, 0) + len(batch["clip"])
         if is_classifier is not None:
             is_classifier.eval()
-            fake = model.reconstructor.generator(f_i)
-            probs.append(is_classifier({"clip": fake, "poses": batch["poses"],
+            probs.append(is_classifier({"clip": reconstruction, "poses": batch["poses"],
                                         "pose_mask": batch["pose_mask"]}).softmax(-1).float().cpu())
-    out = {name: float(torch.stack(values).sum() / clips) for name, values in sums.items()}
+    out = {name: float(torch.stack(values).sum() / counts[name]) for name, values in sums.items()}
     out["pose_mse_x100"] = 100 * out["pose_mse"]  # Table II's scale
     if probs:
         out["video_is"] = L.inception_score(torch.cat(probs))
     return out
 
 
-def _pretext_batch(model: CSVR, batch: dict) -> tuple[dict[str, Tensor], Tensor]:
-    """One held-out batch: every pretext metric and its baselines, and f_i (the IS samples reuse it)."""
+def _pretext_batch(model: CSVR, batch: dict, train_mean: Tensor | None) -> tuple[dict[str, Tensor], Tensor]:
+    """One held-out batch: every pretext metric and its baselines, and the reconstructed clips (the IS samples)."""
     poses, mask = batch["poses"], batch["pose_mask"]
     future, fmask = batch["future_poses"], batch["future_pose_mask"]
     t_future = future.shape[1]
@@ -183,6 +182,7 @@ def _pretext_batch(model: CSVR, batch: dict) -> tuple[dict[str, Tensor], Tensor]
     pred, f_d = model.pose_generator(poses, mask)  # one encoder pass gives P_gen and f_d
     f_i = model.integration(f_d, f_s, v_map)
     clip, future_clip = batch["clip"], batch["future"]
+    reconstruction = model.reconstructor.generator(f_i)
     return {
         "context_acc": L.context_accuracy(f_s, z, batch["iframe_mask"]),
         "context_chance": L.context_chance(batch["iframe_mask"]),
@@ -191,8 +191,31 @@ def _pretext_batch(model: CSVR, batch: dict) -> tuple[dict[str, Tensor], Tensor]
         "pose_mse": L.pose_mse(pred, future, fmask),
         "pose_mse_copy_last": L.pose_mse(L.copy_last_pose(poses, mask, t_future), future, fmask),
         "pose_mse_const_velocity": L.pose_mse(L.constant_velocity_pose(poses, mask, t_future), future, fmask),
-        "video_l2_reconstruct": L.pixel_l2(model.reconstructor.generator(f_i), clip),
+        "video_l2_reconstruct": L.pixel_l2(reconstruction, clip),
         "video_l2_predict": L.pixel_l2(model.predictor.generator(f_i), future_clip),
         "video_l2_mean_frame": L.pixel_l2(L.mean_frame(clip), clip),
         "video_l2_mean_frame_future": L.pixel_l2(L.mean_frame(clip, future_clip.shape[2]), future_clip),
-    }, f_i
+        **unconditional(train_mean, clip, future_clip),
+        **person_values(reconstruction, clip, poses, mask, train_mean),
+    }, reconstruction
+
+
+def unconditional(train_mean: Tensor | None, clip: Tensor, future_clip: Tensor) -> dict[str, Tensor]:
+    """The unconditional generator's L2 (every frame = the train split's mean frame), when it is given."""
+    if train_mean is None:
+        return {}
+    return {"video_l2_train_mean": L.pixel_l2(train_mean.expand_as(clip), clip),
+            "video_l2_train_mean_future": L.pixel_l2(train_mean.expand_as(future_clip), future_clip)}
+
+
+def person_values(reconstruction: Tensor, clip: Tensor, poses: Tensor, mask: Tensor,
+                  train_mean: Tensor | None = None) -> dict[str, Tensor]:
+    """The reconstruct L2 inside the person's box (`losses.person_region` of the clip's poses) beside the clip's
+    mean frame there (which holds the person blurred over the clip) and, given it, the train split's mean frame
+    there (which holds no person): does the generator draw the person where the person is? {} without a person."""
+    region = L.person_region(poses, mask, clip.shape[-1])
+    pairs = {"video_l2_person": reconstruction, "video_l2_person_mean_frame": L.mean_frame(clip)}
+    if train_mean is not None:
+        pairs["video_l2_person_train_mean"] = train_mean.expand_as(clip)
+    values = {name: L.region_pixel_l2(pred, clip, region) for name, pred in pairs.items()}
+    return {name: value for name, value in values.items() if value is not None}

@@ -184,6 +184,28 @@ def pixel_l2(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).pow(2).sum(1).mean()
 
 
+def person_region(poses: Tensor, mask: Tensor, size: int, margin: float = 0.1) -> Tensor:
+    """Where the person is in a clip: the box around every visible joint of all its frames, widened by `margin`
+    (a fraction of the frame) on each side. poses (B, T, J, 2) x, y in [0, 1], mask (B, T, J) -> (B, 1, 1, S, S)
+    bool, all False for a clip without a visible joint."""
+    inf = torch.tensor(float("inf"), device=poses.device)
+    seen = mask[..., None].expand_as(poses)
+    low = torch.where(seen, poses, inf).flatten(1, 2).amin(1) - margin  # (B, 2): x0, y0
+    high = torch.where(seen, poses, -inf).flatten(1, 2).amax(1) + margin  # (B, 2): x1, y1
+    centres = (torch.arange(size, device=poses.device) + 0.5) / size  # pixel centres in [0, 1]
+    inside_x = (centres >= low[:, :1]) & (centres <= high[:, :1])  # (B, S) columns
+    inside_y = (centres >= low[:, 1:]) & (centres <= high[:, 1:])  # (B, S) rows
+    return (inside_y[:, :, None] & inside_x[:, None, :])[:, None, None]
+
+
+def region_pixel_l2(pred: Tensor, target: Tensor, region: Tensor) -> Tensor | None:
+    """pixel_l2 inside `region` (B, 1, 1, H, W) bool: the squared error summed over channels, averaged over the
+    region's pixels of every frame of every clip; None when the region is empty."""
+    weight = region.expand(-1, 1, pred.shape[2], -1, -1).float()
+    total = weight.sum()
+    return None if total == 0 else ((pred - target).pow(2).sum(1, keepdim=True) * weight).sum() / total
+
+
 # ---------------------------------------------------------------------------------------------
 # inception score (Table II's video-generation metric)
 

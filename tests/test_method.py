@@ -137,6 +137,38 @@ def test_pretext_means_are_over_clips_whatever_the_batching():
         assert parts[key] == pytest.approx(whole[key], rel=1e-5), key
 
 
+def test_person_region_and_its_l2_by_hand():
+    """The box spans every visible joint of every frame, widened by the margin; invisible joints do not count."""
+    poses = torch.tensor([[[[0.30, 0.20], [0.9, 0.9]], [[0.50, 0.60], [0.9, 0.9]]]])  # (1, T=2, J=2, 2)
+    mask = torch.tensor([[[True, False], [True, False]]])  # joint 1 (far corner) never visible
+    region = L.person_region(poses, mask, size=10, margin=0.1)[0, 0, 0]  # (10, 10): rows y, columns x
+    columns = region.any(0).nonzero().flatten().tolist()
+    rows = region.any(1).nonzero().flatten().tolist()
+    assert columns == [2, 3, 4, 5] and rows == [1, 2, 3, 4, 5, 6]  # centres in [0.2, 0.6] x [0.1, 0.7]
+    assert region.sum() == len(columns) * len(rows)
+    assert not L.person_region(poses, torch.zeros_like(mask), size=10).any()
+    pred, target = torch.zeros(1, 3, 2, 10, 10), torch.zeros(1, 3, 2, 10, 10)
+    pred[:, 0, :, 3, 3] = 2.0  # one pixel in the box, off by 2 in one channel, in both frames
+    pred[:, 0, :, 9, 9] = 5.0  # outside the box: not counted
+    box = L.person_region(poses, mask, size=10, margin=0.1)
+    assert L.region_pixel_l2(pred, target, box) == pytest.approx(4.0 * 2 / (2 * 24))
+    assert L.region_pixel_l2(pred, target, torch.zeros_like(box)) is None
+
+
+def test_person_metrics_only_where_a_person_is_seen():
+    cfg = apply_overrides(tiny(), {"data.batch_size": 2, "data.size": 16})
+    torch.manual_seed(0)
+    model = build_csvr(cfg)
+    batch = random_batch(cfg)
+    mean = torch.zeros(3, 16, 16)
+    seen = E.pretext_metrics(model, [batch], None, torch.device("cpu"), mean)
+    assert {"video_l2_person", "video_l2_person_mean_frame", "video_l2_person_train_mean"} <= set(seen)
+    assert seen["video_l2_person_mean_frame"] < seen["video_l2_person_train_mean"]  # noise clips: mean is closer
+    unseen = E.pretext_metrics(model, [dict(batch, pose_mask=torch.zeros_like(batch["pose_mask"]))], None,
+                               torch.device("cpu"), mean)
+    assert "video_l2_person" not in unseen and "video_l2_reconstruct" in unseen
+
+
 def test_train_mean_frame_and_the_unconditional_baseline_by_hand():
     """mean_frame_of averages every frame of every clip; pretext_metrics scores it against both targets."""
     a = torch.zeros(1, 3, 2, 1, 1)

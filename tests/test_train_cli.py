@@ -35,7 +35,8 @@ def test_tiny_pipeline_end_to_end_with_baselines_and_resume(tmp_path, capsys):
     assert {f"eval/synthetic/group/{g}" for g in ("motion", "context", "both")} <= set(result)
     for key in ("pretext/context_acc", "pretext/context_chance", "pretext/pose_mse", "pretext/pose_mse_copy_last",
                 "pretext/pose_mse_const_velocity", "pretext/video_l2_reconstruct", "pretext/video_l2_predict",
-                "pretext/video_l2_mean_frame", "pretext/video_is", "eval/synthetic/retrieval_r1"):
+                "pretext/video_l2_mean_frame", "pretext/video_is", "eval/synthetic/retrieval_r1",
+                "pretext/context_acc_pixels", "pretext/video_l2_person", "pretext/video_l2_person_train_mean"):
         assert key in result, key
     assert result["pretext/pose_mse"] < result["pretext/pose_mse_const_velocity"]
     assert (out / "artifacts" / "samples" / "generated.png").stat().st_size > 1000
