@@ -186,8 +186,7 @@ def _pretext_batch(model: CSVR, batch: dict, train_mean: Tensor | None) -> tuple
     return {
         "context_acc": L.context_accuracy(f_s, z, batch["iframe_mask"]),
         "context_chance": L.context_chance(batch["iframe_mask"]),
-        "context_acc_pixels": L.context_accuracy(clip.mean(2).flatten(1), batch["iframes"].flatten(2),
-                                                 batch["iframe_mask"]),
+        "context_acc_pixels": L.context_accuracy(*pixel_embeddings(clip, batch["iframes"]), batch["iframe_mask"]),
         "pose_mse": L.pose_mse(pred, future, fmask),
         "pose_mse_copy_last": L.pose_mse(L.copy_last_pose(poses, mask, t_future), future, fmask),
         "pose_mse_const_velocity": L.pose_mse(L.constant_velocity_pose(poses, mask, t_future), future, fmask),
@@ -198,6 +197,11 @@ def _pretext_batch(model: CSVR, batch: dict, train_mean: Tensor | None) -> tuple
         **unconditional(train_mean, clip, future_clip),
         **person_values(reconstruction, clip, poses, mask, train_mean),
     }, reconstruction
+
+
+def pixel_embeddings(clip: Tensor, iframes: Tensor) -> tuple[Tensor, Tensor]:
+    """Raw pixels as context matching's embeddings: the clip's mean frame (B, 3HW) and each I-frame (B, K, 3HW)."""
+    return clip.mean(2).flatten(1), iframes.flatten(2)
 
 
 def unconditional(train_mean: Tensor | None, clip: Tensor, future_clip: Tensor) -> dict[str, Tensor]:

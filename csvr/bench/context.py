@@ -1,7 +1,7 @@
 """`python -m csvr.bench context`: does the context branch learn, and does f_s carry the scene?
 
-Per seed (`--seeds N`, train.seed 0..N-1): the context stage alone for `train.context_epochs` epochs (the stage's
-own optimiser and update, `csvr.training.loop.train_step`), then on the held-out split (no augmentation):
+Per seed (`--seeds N`, train.seed 0..N-1): the context stage alone for `train.context_epochs` epochs (the
+study's own stage, `csvr.stages.pretrain.pretrain_stage`, without probes), then on the held-out split:
   context_acc   Eq. 2's matching in held-out batches (`losses.context_accuracy`, candidates = the batch's
                 I-frames), averaged over 5 fixed shuffles of the held-out clips into batches of data.batch_size
   all_way       the same with every held-out video's I-frames as candidates (chance 1 / videos)
@@ -58,24 +58,26 @@ def knn_group(cfg, model, cache, classes: list[dict], group: str) -> float:
 
 
 def train_context(cfg, cache) -> torch.nn.Module:
-    """A fresh model of `cfg` (seeded by train.seed) after the context stage alone."""
-    from csvr.data.loaders import train_batches
-    from csvr.models.build import build_model
-    from csvr.training.loop import make_optimizers, set_train_mode, to_device, train_step
+    """A fresh model of `cfg` after the context stage alone: the study's own stage (`pretrain_stage`), no probe."""
+    import tempfile
+    from pathlib import Path
 
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg)
-    opt = make_optimizers(model, "context", cfg)
-    batches = train_batches(cache, cfg, cfg.data.batch_size)
-    for epoch in range(cfg.train.context_epochs):
-        set_train_mode(model, "context")
-        for b in batches(epoch):
-            train_step(model, to_device(b, CPU, cfg), "context", cfg, opt)
+    from csvr.config import apply_overrides
+    from csvr.models.build import build_model, load_parts
+    from csvr.stages.pretrain import pretrain_stage
+
+    cfg = apply_overrides(cfg, {"eval.probe_every": 0})
+    with tempfile.TemporaryDirectory() as out:
+        for _ in pretrain_stage("context", cfg, cache, {}, Path(out), "bench", CPU):
+            pass
+        model = build_model(cfg)
+        load_parts(model, Path(out) / "model.pt")
     return model
 
 
 def bench_context(args) -> Report:
     from analysis.stats import t_interval
+    from analysis.tables import interval_text
     from csvr.config import apply_overrides
     from csvr.data.loaders import prepared, train_batches
     from csvr.models.build import build_model
@@ -87,14 +89,13 @@ def bench_context(args) -> Report:
     held = list(train_batches(cache, base, base.data.batch_size, train=False, split="test")(0))
     every = {k: torch.cat([b[k] for b in held]) for k in KEYS}
     batches = held_out_shuffles(every, base.data.batch_size)
-    pixels = matching(lambda b: (b["clip"].mean(2).flatten(1), b["iframes"].flatten(2)), batches, every)
+    pixels = matching(lambda b: E.pixel_embeddings(b["clip"], b["iframes"]), batches, every)
     chance = float(torch.stack([L.context_chance(b["iframe_mask"]) for b in batches]).mean())
     rows = []
     for seed in range(max(args.seeds, 1)):
         start = time.perf_counter()
         cfg = apply_overrides(base, {"train.seed": seed})
-        torch.manual_seed(seed)
-        random = build_model(cfg)
+        random = build_model(cfg)  # the network the stage starts from (build_model seeds each part)
         model = train_context(cfg, cache)
         model.eval()
         acc, all_way = matching(lambda b: (model.context.video_features(b["clip"])[1],
@@ -107,19 +108,13 @@ def bench_context(args) -> Report:
     summary = {k: t_interval([100 * r[k] for r in rows]) for k in ("context_acc", "all_way", "knn_gain")}
     columns = ("context_acc", "all_way", "knn_context", "knn_random", "knn_gain")
     rows.append({"seed": f"mean (n={n})", **{k: sum(r[k] for r in rows) / n for k in columns}})
-    headline = (f"context accuracy {_cell(summary['context_acc'])} % (chance {100 * chance:.1f}, raw pixels "
-                f"{100 * pixels[0]:.1f}); all-way {_cell(summary['all_way'])} % (chance {100 / clips:.1f}, raw "
+    headline = (f"context accuracy {interval_text(summary['context_acc'])} % (chance {100 * chance:.1f}, raw pixels "
+                f"{100 * pixels[0]:.1f}); all-way {interval_text(summary['all_way'])} % (chance {100 / clips:.1f}, raw "
                 f"pixels {100 * pixels[1]:.1f}); k-NN of f_s on the context classes minus random init "
-                f"{_cell(summary['knn_gain'])} points (paired by seed, n = {n}, {clips} held-out clips)")
+                f"{interval_text(summary['knn_gain'])} points (paired by seed, n = {n}, {clips} held-out clips)")
     return Report("context", ["seed", "context_acc", "all_way", "knn_context", "knn_random", "knn_gain", "seconds"],
                   rows, headline,
                   numbers={"context_acc": summary["context_acc"].mean, "knn_gain": summary["knn_gain"].mean,
                            "chance": chance, "pixels": pixels[0]},
                   settings={"source": base.data.source, "context_epochs": base.train.context_epochs, "seeds": n})
 
-
-def _cell(interval) -> str:
-    """mean [low, high], or the mean alone where one seed gives no interval."""
-    if interval.low is None:
-        return f"{interval.mean:.1f}"
-    return f"{interval.mean:.1f} [{interval.low:.1f}, {interval.high:.1f}]"
