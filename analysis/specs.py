@@ -125,6 +125,18 @@ BACKBONES_RETRIEVAL = TableSpec(
     note="The paper's retrieval rows are pretrained on Kinetics-400.",
 )
 
+FI_LEVELS = TableSpec(
+    name="f_i levels", title="Video L2 (held out) and frozen-feature top-1 by the V-network maps f_i integrates",
+    rows=(), columns=("model.fi_levels",), datasets="one", metric_axis="rows",
+    metrics=("pretext/video_l2_reconstruct", "pretext/video_l2_mean_frame", "pretext/video_l2_predict",
+             "pretext/video_l2_mean_frame_future", "pretext/video_l2_person", "eval/{ds}/group/motion",
+             "eval/{ds}/group/context", "eval/{ds}/top1"),
+    reference={"model.fi_levels": 1},
+    key_notes={"model.fi_levels": "maps from the V-network's last resolution back; 1 = the paper's one layer"},
+    note="Not a paper ablation (Section III-D has one integration layer). video_l2_mean_frame(_future) are the "
+         "clip-mean-frame baselines of the two generators; lower L2 is better.",
+)
+
 SPECS: dict[str, tuple[TableSpec, ...]] = {
     "sigma_grid": (SIGMA_GRID,),
     "feature_source": (FEATURE_SOURCE, FEATURE_SOURCE_GROUPS),
@@ -133,6 +145,7 @@ SPECS: dict[str, tuple[TableSpec, ...]] = {
     "context_loss": (CONTEXT_LOSS,),
     "generation_target": (GENERATION_TARGET,),
     "backbones": (BACKBONES_RECOGNITION, BACKBONES_RETRIEVAL),
+    "fi_levels": (FI_LEVELS,),
 }
 
 

@@ -63,6 +63,10 @@ class ModelConfig:
     # Section III-D, Eqs. 3-5 and [118]: f_s enters the integration layer as the V-network's feature map, so f_i is a
     # map the generators render from; vector = the pooled x* (DESIGN.md, "f_i as a map")
     fi_shape: FiShape = "map"
+    # how many of the V-network's maps, from its last resolution back, enter the integration layer, each with its own
+    # AAD layer, and join the generators at their own resolution (FaceShifter's multi-level attributes [118]);
+    # 1 = Section III-D's one integration layer on the last map (DESIGN.md, "f_i at several levels")
+    fi_levels: int = 1
     pose_encoder_layer: Literal[2, 4, 6] = 6  # Table III: which G_p encoder layer gives f_d
     pose_channels: int = 256  # width of the 1D pose CNNs
     pose_noise_dim: int = 64  # z_p
@@ -304,6 +308,11 @@ def validate(cfg: Config) -> None:
         if not SIGMA_RANGE[0] <= v <= SIGMA_RANGE[1]:
             raise ConfigError(f"loss.{key}={v} is out of range {list(SIGMA_RANGE)}; the paper uses 0.5-1.25")
     _check_video_levels(cfg.model, cfg.data)
+    if cfg.model.fi_levels < 1:
+        raise ConfigError(f"model.fi_levels must be >= 1 (1 = the V-network's last map), got {cfg.model.fi_levels}")
+    if cfg.model.fi_levels > 1 and cfg.model.fi_shape != "map":
+        raise ConfigError(f"model.fi_levels={cfg.model.fi_levels} integrates V-network maps; it needs "
+                          "model.fi_shape=map (or set model.fi_levels=1)")
     if cfg.loss.context_negatives < 0:
         raise ConfigError(f"loss.context_negatives must be >= 0 (0 = all), got {cfg.loss.context_negatives}")
     d = cfg.data

@@ -28,9 +28,10 @@ def check_parts(model, cfg, batch):
     k = batch["iframes"].shape[1]
     feats = model.features(batch["clip"], batch["poses"], batch["pose_mask"])
     assert feats["f_d"].shape == feats["f_s"].shape == pooled(feats["f_i"]).shape == (b, c)
-    v_map = model.context.video_net.features(batch["clip"])
-    f_i_shape = (b, c, *v_map.shape[2:]) if cfg.model.fi_shape == "map" else (b, c)
-    assert feats["f_i"].shape == f_i_shape
+    maps = model.context.video_net.maps(batch["clip"], cfg.model.fi_levels)
+    f_i_shapes = [(b, c, *m.shape[2:]) for m in maps] if cfg.model.fi_shape == "map" else [(b, c)]
+    f_i = feats["f_i"] if isinstance(feats["f_i"], tuple) else (feats["f_i"],)
+    assert [tuple(m.shape) for m in f_i] == f_i_shapes
     assert model.context.iframe_embedding(batch["iframes"]).shape == (b, k, c)
     pred, f_d = model.pose_generator(batch["poses"], batch["pose_mask"])
     assert pred.shape == (b, d.future_len, n, 2) and f_d.shape == (b, c)
@@ -42,7 +43,7 @@ def check_parts(model, cfg, batch):
         video = gan.generator(feats["f_i"])
         assert video.shape == (b, 3, frames, s, s)
         assert all(critic(video).shape == (b,) for critic in gan.discriminator.critics())  # dense = finest level
-    assert all(torch.isfinite(f).all() for f in feats.values())
+    assert all(torch.isfinite(f).all() for f in (feats["f_d"], feats["f_s"], *f_i))
 
 
 @pytest.mark.parametrize("fi_shape", ["map", "vector"])
@@ -51,6 +52,52 @@ def test_part_shapes_per_backbone(backbone, fi_shape):
     cfg = tiny4(**{"model.backbone": backbone, "model.fi_shape": fi_shape})
     torch.manual_seed(0)
     check_parts(build_csvr(cfg), cfg, random_batch(cfg))
+
+
+@pytest.mark.parametrize("video_gan", ["single", "tgan2"])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_part_shapes_with_f_i_at_several_levels(backbone, video_gan):
+    """model.fi_levels=3: one f_i map per V-network resolution, coarsest first, all joining the generators."""
+    cfg = tiny4(**{"model.backbone": backbone, "model.video_gan": video_gan, "model.fi_levels": 3})
+    torch.manual_seed(0)
+    check_parts(build_csvr(cfg), cfg, random_batch(cfg))
+
+
+def test_v_network_maps_are_its_last_map_per_resolution():
+    """PooledNet.maps: [0] is the map `features` ends in; the others are the outputs of R(2+1)D's stages 3 and 2
+    (the last layer at each finer resolution), each twice the size of the one before."""
+    torch.manual_seed(0)
+    net = VIDEO_NETS["r2plus1d"](8).eval()
+    clip = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        maps = net.maps(clip, 3)
+        stem_to_2 = net.features[:3](clip)
+    assert torch.equal(maps[0], net.features(clip)) and torch.equal(maps[2], stem_to_2)
+    assert [m.shape[-1] for m in maps] == [2, 4, 8]
+    assert net.map_shapes(3, 8, 32) == [tuple(m.shape[1:]) for m in maps]
+    with pytest.raises(ValueError, match="fi_levels=9"):
+        net.maps(clip, 9)
+
+
+@pytest.mark.parametrize("video_gan", ["single", "tgan2"])
+def test_finer_f_i_levels_reach_the_generated_pixels_where_they_change(video_gan):
+    """model.fi_levels=3: changing the finest f_i map (8 x 8) in its top-left quarter only, the coarse maps kept,
+    changes the top-left of the frames and hardly the bottom-right; with fi_levels=1 (the paper preset) the
+    generators have no parameters for finer levels, so stores of one-level models load unchanged."""
+    cfg = tiny4(**{"model.video_gan": video_gan, "model.fi_levels": 3})
+    torch.manual_seed(0)
+    gen = build_csvr(cfg).reconstructor.generator.eval()
+    c = cfg.model.feature_dim
+    f_i = (torch.randn(2, c, 1, 2, 2), torch.randn(2, c, 2, 4, 4), torch.randn(2, c, 4, 8, 8))
+    changed = (*f_i[:2], f_i[2].clone())
+    changed[2][..., :4, :4] += 3.0
+    z = torch.randn(2, gen.noise_dim)
+    with torch.no_grad():
+        diff = (gen(changed, z) - gen(f_i, z)).abs().mean(dim=(0, 1, 2))  # (S, S)
+    q = cfg.data.size // 4
+    assert diff[:q, :q].mean() > 5 * diff[-q:, -q:].mean(), diff
+    one_level = build_csvr(tiny4(**{"model.video_gan": video_gan})).reconstructor.generator
+    assert not any("skips" in k for k in one_level.state_dict())
 
 
 LAYERS = {("adain", "map"): AdaINMapIntegration, ("concat", "map"): ConcatMapIntegration,

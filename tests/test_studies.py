@@ -25,7 +25,7 @@ from trainables.study import SMOKE, StudySpec, base_overrides, check_keys, grid_
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = ["sigma_grid", "feature_source", "pretext_correlation", "encoder_layer", "context_loss",
-           "generation_target", "backbones"]
+           "generation_target", "backbones", "fi_levels"]
 TARGET = "eval/synthetic/top1"
 
 

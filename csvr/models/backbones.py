@@ -46,7 +46,32 @@ class PooledNet(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return global_pool(self.features(x))  # (B, out_dim, T', H', W') or (B, out_dim, H', W') -> (B, out_dim)
+        return global_pool(self.features(x))
+
+    def maps(self, x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+        """The last map at each of the network's last `levels` spatial resolutions, coarsest first: maps[0] is
+        `features(x)`, maps[1] the output of the last layer before the final spatial downsampling, and so on (for
+        the ResNets the outputs of stages 4, 3, 2, ...). `model.fi_levels` reads them (FaceShifter's multi-level
+        attributes [118])."""
+        by_size: dict[tuple[int, ...], torch.Tensor] = {}
+        for layer in self.features:
+            x = layer(x)
+            by_size[tuple(x.shape[-2:])] = x  # a resolution keeps its first position, its latest map
+        found = list(by_size.values())[::-1]
+        if levels > len(found):
+            raise ValueError(f"model.fi_levels={levels}, but this V-network has {len(found)} spatial resolutions "
+                             f"at this input ({tuple(x.shape)}); use at most {len(found)}")
+        return found[:levels]
+
+    @torch.no_grad()
+    def map_shapes(self, levels: int, frames: int, size: int) -> list[tuple[int, int, int, int]]:
+        """(C', T', H', W') of `maps()` for a (1, 3, frames, size, size) clip: one dry run in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return [tuple(m.shape[1:]) for m in self.maps(torch.zeros(1, 3, frames, size, size), levels)]
+        finally:
+            self.train(was_training)  # (B, out_dim, T', H', W') or (B, out_dim, H', W') -> (B, out_dim)
 
 
 class FlexMaxPool3d(nn.MaxPool3d):

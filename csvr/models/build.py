@@ -33,7 +33,7 @@ def build_model(cfg: Config) -> CSVR:
     with seeded(seed, "context"):
         context = build_context(cfg)
     with seeded(seed, "video"):
-        video_branch = build_video_branch(cfg, context.video_net.out_dim)
+        video_branch = build_video_branch(cfg, context)
     return CSVR(context, pose_g, pose_d, *video_branch)
 
 

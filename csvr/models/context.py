@@ -19,9 +19,11 @@ def mlp_head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 
 
 class ContextBranch(nn.Module):
-    def __init__(self, video_net: nn.Module, iframe_net: nn.Module, feature_dim: int, hidden: int):
+    def __init__(self, video_net: nn.Module, iframe_net: nn.Module, feature_dim: int, hidden: int,
+                 map_levels: int = 1):
         super().__init__()
         self.video_net, self.iframe_net = video_net, iframe_net
+        self.map_levels = map_levels  # model.fi_levels: how many of the V-network's maps video_features returns
         self.video_head = mlp_head(video_net.out_dim, hidden, feature_dim)  # g^V
         self.iframe_head = mlp_head(iframe_net.out_dim, hidden, feature_dim)  # g^I
 
@@ -29,10 +31,14 @@ class ContextBranch(nn.Module):
         """clip (B, 3, T, H, W) -> f_s = x* (B, C)."""
         return self.video_head(self.video_net(clip))
 
-    def video_features(self, clip: Tensor) -> tuple[Tensor, Tensor]:
-        """clip -> (the V-network's map before pooling (B, C', T', H', W'), f_s = x* (B, C)), in one pass."""
-        v_map = self.video_net.features(clip)
-        return v_map, self.video_head(global_pool(v_map))
+    def video_features(self, clip: Tensor) -> tuple[Tensor | tuple[Tensor, ...], Tensor]:
+        """clip -> (the V-network's map before pooling (B, C', T', H', W'), f_s = x* (B, C)), in one pass. With
+        `map_levels` > 1 the first item is a tuple of maps, coarsest first (`PooledNet.maps`): [0] is that map."""
+        if self.map_levels == 1:
+            v_map = self.video_net.features(clip)
+            return v_map, self.video_head(global_pool(v_map))
+        maps = tuple(self.video_net.maps(clip, self.map_levels))
+        return maps, self.video_head(global_pool(maps[0]))
 
     def iframe_embedding(self, iframes: Tensor) -> Tensor:
         """iframes (B, K, 3, H, W) -> z* (B, K, C); padded slots are embedded too and masked by the loss."""

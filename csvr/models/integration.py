@@ -22,8 +22,26 @@ from csvr.config import FiShape, Integration
 from csvr.models.backbones import global_pool
 
 
-def pooled(f_i: Tensor) -> Tensor:
-    """f_i as the (B, C) vector downstream tasks read: a map is averaged over its positions."""
+FiTensor = Tensor | tuple[Tensor, ...]  # f_i: a vector, a map, or (model.fi_levels > 1) maps coarsest first
+
+
+def coarsest(f_i: FiTensor) -> Tensor:
+    """The f_i of the V-network's last map: f_i itself, or the first of several levels."""
+    return f_i[0] if isinstance(f_i, tuple) else f_i
+
+
+def finer(f_i: FiTensor) -> tuple[Tensor, ...]:
+    """The finer levels of a multi-level f_i (`model.fi_levels` > 1), coarse to fine; () otherwise."""
+    return f_i[1:] if isinstance(f_i, tuple) else ()
+
+
+def detached(f_i: FiTensor) -> FiTensor:
+    return tuple(m.detach() for m in f_i) if isinstance(f_i, tuple) else f_i.detach()
+
+
+def pooled(f_i: FiTensor) -> Tensor:
+    """f_i as the (B, C) vector downstream tasks read: the coarsest map averaged over its positions."""
+    f_i = coarsest(f_i)
     return global_pool(f_i) if f_i.dim() > 2 else f_i
 
 
@@ -93,9 +111,26 @@ class ConcatMapIntegration(nn.Module):
         return self.conv(torch.cat([fd, fs], dim=1))
 
 
-def build_integration(kind: Integration, shape: FiShape, dim: int, video_dim: int) -> nn.Module:
+class MultiLevelIntegration(nn.Module):
+    """`model.fi_levels` > 1: one map integration layer per V-network level, as FaceShifter's generator integrates
+    its multi-level attributes with one AAD layer per resolution [118]. (f_d, f_s, maps coarsest first) -> f_i
+    maps coarsest first; [0] is the single-level layer's f_i, the feature downstream tasks pool."""
+
+    def __init__(self, kind: Integration, dim: int, video_dims: tuple[int, ...]):
+        super().__init__()
+        layer = {"adain": AdaINMapIntegration, "concat": ConcatMapIntegration}[kind]
+        self.levels = nn.ModuleList(layer(dim, c) for c in video_dims)
+
+    def forward(self, f_d: Tensor, f_s: Tensor, v_maps: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return tuple(layer(f_d, f_s, m) for layer, m in zip(self.levels, v_maps, strict=True))
+
+
+def build_integration(kind: Integration, shape: FiShape, dim: int, video_dim: int | tuple[int, ...]) -> nn.Module:
     """`kind` is `model.integration` (Table I), `shape` is `model.fi_shape`; `video_dim` is the V-network's
-    `out_dim` (the channels of its map)."""
+    `out_dim` (the channels of its map), or the channels of each of its `model.fi_levels` maps, coarsest first."""
+    dims = video_dim if isinstance(video_dim, tuple) else (video_dim,)
+    if shape == "map" and len(dims) > 1:
+        return MultiLevelIntegration(kind, dim, dims)
     if shape == "map":
-        return {"adain": AdaINMapIntegration, "concat": ConcatMapIntegration}[kind](dim, video_dim)
+        return {"adain": AdaINMapIntegration, "concat": ConcatMapIntegration}[kind](dim, dims[0])
     return {"adain": AdaINIntegration, "concat": ConcatIntegration}[kind](dim)

@@ -12,7 +12,9 @@ IJCV 2020). `model.video_gan` picks one of two builds (DESIGN.md, "TGAN-v2 as pu
 Both generators take f_i as a vector (B, C) or, with `model.fi_shape=map`, as a map (B, C, T', H', W'): the
 pooled map drives the temporal path as a vector does, and the map itself, resized to the generator's seed grid
 and frame count, is added to the seed maps through a 3x3 convolution (a spatial condition, as pix2pix's
-encoder-decoder gives its decoder). Both share the API: `generator(f_i, z=None) -> (B, 3, T, S, S)` (dense) and
+encoder-decoder gives its decoder). With `model.fi_levels` > 1, f_i is a tuple of maps, coarsest first: the first
+is that map, each finer one joins the frames through its own 3x3 convolution where they reach its resolution
+(FaceShifter's generator takes its multi-level attributes the same way [118]). Both share the API: `generator(f_i, z=None) -> (B, 3, T, S, S)` (dense) and
 `generator.levels(f_i, z=None) -> [(video_k, frame_indices_k), ...]` (training); every discriminator lists its
 per-level critics with `critics()`. The discriminators have no batch norm, so the one-stage update's
 per-sample gradient scaling stays exact.
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from csvr.config import VideoGanKind
-from csvr.models.integration import pooled
+from csvr.models.integration import FiTensor, coarsest, finer, pooled
 
 
 def upsample_steps(size: int) -> int:
@@ -58,6 +60,7 @@ class ImageGenerator(nn.Module):
         steps = upsample_steps(size)
         self.seed_size = size // 2 ** steps
         widths = [max(channels // 2 ** i, 8) for i in range(steps + 1)]
+        self.widths = {self.seed_size * 2 ** i: w for i, w in enumerate(widths)}  # resolution -> channels there
         self.fc = nn.Linear(latent, widths[0] * self.seed_size ** 2)
         blocks = []
         for c_in, c_out in zip(widths[:-1], widths[1:]):
@@ -66,10 +69,19 @@ class ImageGenerator(nn.Module):
         self.blocks = nn.Sequential(nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), *blocks,
                                     nn.Conv2d(widths[-1], 3, 3, 1, 1))
 
-    def forward(self, h: Tensor, seed: Tensor | None = None) -> Tensor:
-        """`seed` (N, widths[0], s, s), when given, is added to the seed map made from `h`."""
+    def forward(self, h: Tensor, seed: Tensor | None = None, skips: dict[int, Tensor] | None = None) -> Tensor:
+        """`seed` (N, widths[0], s, s), when given, is added to the seed map made from `h`; each of `skips`
+        (resolution r -> (N, widths at r, r, r)) is added where the frames reach resolution r."""
         x = self.fc(h).view(len(h), -1, self.seed_size, self.seed_size)
-        return self.blocks(x if seed is None else x + seed)
+        x = x if seed is None else x + seed
+        skips = dict(skips or {})
+        if self.seed_size in skips:
+            x = x + skips.pop(self.seed_size)
+        for layer in self.blocks:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU) and x.shape[-1] in skips:
+                x = x + skips.pop(x.shape[-1])
+        return x
 
 
 class SpatialCondition(nn.Module):
@@ -89,27 +101,54 @@ class SpatialCondition(nn.Module):
         return _per_frame(self.conv, grid.transpose(1, 2))
 
 
-class VideoGenerator(nn.Module):
-    """G_v(z_v | f_i) -> (B, 3, T, S, S) in the normalised pixel space of the data loader."""
+def skip_conditions(cond_dim: int, frames: int, skip_sizes: tuple[int, ...], widths: dict[int, int]) -> nn.ModuleList:
+    """One `SpatialCondition` per finer f_i level (`model.fi_levels` > 1): resized to the smallest resolution the
+    generator renders at or above the level's size (the level's own size where the generator renders it, as for
+    the ResNets' 8 / 4 / 2 px maps at 32 px), to the generator's width there."""
+    def joins(r: int) -> int:
+        above = [g for g in sorted(widths) if g >= r]
+        if not above:
+            raise ValueError(f"an f_i map of {r} px is finer than the generated frames ({max(widths)} px): lower "
+                             "model.fi_levels")
+        return above[0]
 
-    def __init__(self, cond_dim: int, noise_dim: int, frames: int, size: int, channels: int, spatial: bool = False):
+    return nn.ModuleList(SpatialCondition(cond_dim, widths[joins(r)], frames, joins(r)) for r in skip_sizes)
+
+
+def _skip_maps(conditions: nn.ModuleList, f_i: FiTensor) -> dict[int, Tensor]:
+    """The finer f_i levels as per-frame maps (B, T, c, r, r), summed by the resolution r where they join."""
+    out: dict[int, Tensor] = {}
+    for cond, level in zip(conditions, finer(f_i), strict=True):
+        out[cond.seed_size] = out[cond.seed_size] + cond(level) if cond.seed_size in out else cond(level)
+    return out
+
+
+class VideoGenerator(nn.Module):
+    """G_v(z_v | f_i) -> (B, 3, T, S, S) in the normalised pixel space of the data loader. `skip_sizes` are the
+    resolutions of the finer f_i maps (`model.fi_levels` > 1), each added where the frames reach its size."""
+
+    def __init__(self, cond_dim: int, noise_dim: int, frames: int, size: int, channels: int, spatial: bool = False,
+                 skip_sizes: tuple[int, ...] = ()):
         super().__init__()
         self.noise_dim = noise_dim
         self.temporal = TemporalGenerator(cond_dim + noise_dim, channels, frames)
         self.image = ImageGenerator(channels, channels, size)
         self.spatial = (SpatialCondition(cond_dim, self.image.fc.out_features // self.image.seed_size ** 2, frames,
                                          self.image.seed_size) if spatial else None)
+        self.skips = skip_conditions(cond_dim, frames, skip_sizes, self.image.widths)
 
-    def forward(self, f_i: Tensor, z: Tensor | None = None) -> Tensor:
+    def forward(self, f_i: FiTensor, z: Tensor | None = None) -> Tensor:
+        coarse = coarsest(f_i)
         if z is None:
-            z = torch.randn(len(f_i), self.noise_dim, device=f_i.device, dtype=f_i.dtype)
+            z = torch.randn(len(coarse), self.noise_dim, device=coarse.device, dtype=coarse.dtype)
         latents = self.temporal(torch.cat([pooled(f_i), z], dim=1))  # (B, T, L)
         b, t = latents.shape[:2]
-        seed = self.spatial(f_i).flatten(0, 1) if self.spatial is not None else None
-        frames = self.image(latents.flatten(0, 1), seed)  # (B*T, 3, S, S)
+        seed = self.spatial(coarse).flatten(0, 1) if self.spatial is not None else None
+        skips = {r: m.flatten(0, 1) for r, m in _skip_maps(self.skips, f_i).items()}
+        frames = self.image(latents.flatten(0, 1), seed, skips)  # (B*T, 3, S, S)
         return frames.view(b, t, *frames.shape[1:]).transpose(1, 2)  # (B, 3, T, S, S)
 
-    def levels(self, f_i: Tensor, z: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+    def levels(self, f_i: FiTensor, z: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
         """One level: the dense video and all its frame indices."""
         video = self(f_i, z)
         return [(video, torch.arange(video.shape[2], device=video.device))]
@@ -196,7 +235,7 @@ class MultiLevelGenerator(nn.Module):
     """
 
     def __init__(self, cond_dim: int, noise_dim: int, frames: int, size: int, channels: int, levels: int,
-                 spatial: bool = False):
+                 spatial: bool = False, skip_sizes: tuple[int, ...] = ()):
         super().__init__()
         if size % 2 ** (levels - 1) or frames % 2 ** (levels - 1):
             raise ValueError(f"{levels} levels need size ({size}) and frames ({frames}) divisible by "
@@ -205,39 +244,56 @@ class MultiLevelGenerator(nn.Module):
         coarsest = size // 2 ** (levels - 1)
         steps = upsample_steps(coarsest)
         widths = [max(channels // 2 ** i, 8) for i in range(steps + levels)]
-        self.abstract = AbstractMapGenerator(cond_dim + noise_dim, channels, frames, coarsest // 2 ** steps)
-        self.spatial = SpatialCondition(cond_dim, channels, frames, coarsest // 2 ** steps) if spatial else None
+        seed = coarsest // 2 ** steps
+        self.abstract = AbstractMapGenerator(cond_dim + noise_dim, channels, frames, seed)
+        self.spatial = SpatialCondition(cond_dim, channels, frames, seed) if spatial else None
+        self.skips = skip_conditions(cond_dim, frames, skip_sizes, {seed * 2 ** i: w for i, w in enumerate(widths)})
         first = nn.Sequential(*(GenBlock(widths[i], widths[i + 1]) for i in range(steps)))
         self.blocks = nn.ModuleList([first, *(GenBlock(widths[steps + k - 1], widths[steps + k])
                                               for k in range(1, levels))])
         self.renders = nn.ModuleList(nn.Sequential(nn.BatchNorm2d(widths[steps + k]), nn.ReLU(),
                                                    nn.Conv2d(widths[steps + k], 3, 3, 1, 1)) for k in range(levels))
 
-    def _maps(self, f_i: Tensor, z: Tensor | None) -> Tensor:
+    def _maps(self, f_i: FiTensor, z: Tensor | None) -> tuple[Tensor, dict[int, Tensor]]:
+        """The abstract maps (B, T, C, s, s) with the coarsest f_i added, and the finer f_i levels by resolution."""
+        coarse = coarsest(f_i)
         if z is None:
-            z = torch.randn(len(f_i), self.noise_dim, device=f_i.device, dtype=f_i.dtype)
+            z = torch.randn(len(coarse), self.noise_dim, device=coarse.device, dtype=coarse.dtype)
         maps = self.abstract(torch.cat([pooled(f_i), z], dim=1))  # (B, T, C, s, s)
-        return maps if self.spatial is None else maps + self.spatial(f_i)
+        skips = _skip_maps(self.skips, f_i)
+        if maps.shape[-1] in skips:
+            maps = maps + skips.pop(maps.shape[-1])
+        return (maps if self.spatial is None else maps + self.spatial(coarse)), skips
 
-    def levels(self, f_i: Tensor, z: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+    @staticmethod
+    def _block(block: nn.Module, h: Tensor, frames: Tensor, skips: dict[int, Tensor]) -> Tensor:
+        """A level's up-blocks on every frame of h; a finer f_i level joins (at h's frames) where sizes match."""
+        for up in (block if isinstance(block, nn.Sequential) else [block]):
+            h = _per_frame(up, h)
+            if h.shape[-1] in skips:
+                h = h + skips[h.shape[-1]].index_select(1, frames)
+        return h
+
+    def levels(self, f_i: FiTensor, z: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
         """Sparse training output: per level (video (B, 3, T_k, S_k, S_k), frame indices (T_k,) into the dense
         clip), coarsest first; T_k = T / 2^k, S_k = size / 2^(L-1-k)."""
-        h = self._maps(f_i, z)
-        frames = torch.arange(self.frames, device=f_i.device)
+        h, skips = self._maps(f_i, z)
+        frames = torch.arange(self.frames, device=h.device)
         out = []
         for k, (block, render) in enumerate(zip(self.blocks, self.renders)):
             if k > 0:  # subsampling layer
                 offset = int(torch.randint(self.subsample, ()))
                 h, frames = h[:, offset::self.subsample], frames[offset::self.subsample]
-            h = _per_frame(block, h)
+            h = self._block(block, h, frames, skips)
             out.append((_per_frame(render, h).transpose(1, 2), frames))
         return out
 
-    def forward(self, f_i: Tensor, z: Tensor | None = None) -> Tensor:
+    def forward(self, f_i: FiTensor, z: Tensor | None = None) -> Tensor:
         """Dense output (B, 3, T, S, S): every frame rendered at full resolution (inference)."""
-        h = self._maps(f_i, z)
+        h, skips = self._maps(f_i, z)
+        frames = torch.arange(self.frames, device=h.device)
         for block in self.blocks:
-            h = _per_frame(block, h)
+            h = self._block(block, h, frames, skips)
         return _per_frame(self.renders[-1], h).transpose(1, 2)
 
 
@@ -303,15 +359,15 @@ def level_target(video: Tensor, frames: Tensor, factor: int) -> Tensor:
 
 
 def _single(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int, disc_channels: int,
-            levels: int, spatial: bool) -> VideoGAN:
-    return VideoGAN(VideoGenerator(cond_dim, noise_dim, frames, size, gen_channels, spatial),
+            levels: int, spatial: bool, skip_sizes: tuple[int, ...]) -> VideoGAN:
+    return VideoGAN(VideoGenerator(cond_dim, noise_dim, frames, size, gen_channels, spatial, skip_sizes),
                     VideoDiscriminator(disc_channels))
 
 
 def _tgan2(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int, disc_channels: int,
-           levels: int, spatial: bool) -> VideoGAN:
+           levels: int, spatial: bool, skip_sizes: tuple[int, ...]) -> VideoGAN:
     levels = levels or tgan2_levels(size, frames)
-    return VideoGAN(MultiLevelGenerator(cond_dim, noise_dim, frames, size, gen_channels, levels, spatial),
+    return VideoGAN(MultiLevelGenerator(cond_dim, noise_dim, frames, size, gen_channels, levels, spatial, skip_sizes),
                     MultiLevelDiscriminator(disc_channels, levels))
 
 
@@ -320,7 +376,9 @@ VIDEO_GANS = {"single": _single, "tgan2": _tgan2}  # model.video_gan
 
 def build_video_gan(cond_dim: int, noise_dim: int, frames: int, size: int, gen_channels: int,
                     disc_channels: int, kind: VideoGanKind = "single", levels: int = 0,
-                    spatial: bool = False) -> VideoGAN:
+                    spatial: bool = False, skip_sizes: tuple[int, ...] = ()) -> VideoGAN:
     """`kind` is `model.video_gan`; `levels` is `model.video_levels` (tgan2 only; 0 = `tgan2_levels(size,
-    frames)`); `spatial`: the generators take f_i maps (`model.fi_shape=map`)."""
-    return VIDEO_GANS[kind](cond_dim, noise_dim, frames, size, gen_channels, disc_channels, levels, spatial)
+    frames)`); `spatial`: the generators take f_i maps (`model.fi_shape=map`); `skip_sizes`: the resolutions of
+    the finer f_i maps (`model.fi_levels` > 1), coarse to fine."""
+    return VIDEO_GANS[kind](cond_dim, noise_dim, frames, size, gen_channels, disc_channels, levels, spatial,
+                            skip_sizes)

@@ -91,7 +91,7 @@ _POSE = _DATA + _OPTIM + ("model.joints", "model.pose_channels", "model.pose_noi
 _CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim", "model.head_hidden",
                              "loss.context", "loss.temperature", "loss.context_negatives", "train.context_epochs")
 _VIDEO = _union(_POSE, _CONTEXT, (
-    "model.integration", "model.fi_shape", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
+    "model.integration", "model.fi_shape", "model.fi_levels", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
     "model.disc_channels", "model.video_gan", "model.video_levels", "loss.video_l2", "loss.video_adversarial",
     "loss.generation_target", "train.video_epochs"))
 _JOINT = _union(_VIDEO, ("loss.sigma_p", "loss.sigma_c", "loss.sigma_scales_discriminator", "train.joint_epochs",
@@ -99,8 +99,8 @@ _JOINT = _union(_VIDEO, ("loss.sigma_p", "loss.sigma_c", "loss.sigma_scales_disc
 # Fields added to a key after stores existed, with the value every older store was computed with: left out of
 # the hash at that value, so those stores stay valid (data.flip: training always flipped before the switch;
 # model.fi_shape: f_i was a vector before the switch; finetune.labels_per_class: every label was used, and the IS
-# classifier always uses every label).
-ADDED_LATER = {"data.flip": True, "model.fi_shape": "vector", "finetune.labels_per_class": 0}
+# classifier always uses every label; model.fi_levels: one integration layer on the last map).
+ADDED_LATER = {"data.flip": True, "model.fi_shape": "vector", "finetune.labels_per_class": 0, "model.fi_levels": 1}
 
 _INTEGRATED = lambda m, c: IntegratedFeature(m.context, m.pose_generator, m.integration, c)  # noqa: E731
 _DISCRIMINATORS = ("pose_discriminator", "reconstructor.discriminator", "predictor.discriminator")

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from csvr.config import Config, FinetuneConfig
 from csvr.models.backbones import build_video_net
 from csvr.models.context import ContextBranch
-from csvr.models.integration import build_integration, pooled
+from csvr.models.csvr import build_integration_for
+from csvr.models.integration import pooled
 from csvr.models.pose_gan import PoseGenerator
 
 
@@ -112,7 +113,7 @@ def feature_model(source: str, cfg: Config, pretrained: "Pretrained") -> nn.Modu
         return VideoFeature(ctx.video_net, ctx.video_head, c)
     if source in ("f_i_adain", "f_i_concat"):
         context = pretrained.context()
-        fresh = build_integration(source.removeprefix("f_i_"), cfg.model.fi_shape, c, context.video_net.out_dim)
+        fresh = build_integration_for(cfg, context, source.removeprefix("f_i_"))
         return IntegratedFeature(context, pretrained.pose_generator(), fresh, c)
     if source == "f_i_full":
         m = pretrained.joint()

@@ -21,6 +21,7 @@ from torch import Tensor
 from csvr import losses as L
 from csvr.config import Config, LossConfig
 from csvr.models.csvr import CSVR
+from csvr.models.integration import FiTensor, detached
 from csvr.models.video_gan import VideoGAN, level_target
 from csvr.osgan import generator_scale, one_stage
 
@@ -57,7 +58,7 @@ def pose_terms(model: CSVR, batch: dict, cfg: LossConfig, mode: str, g_weight: f
                         g_weight, cfg.pose_l2, cfg.gp_weight, d_weight)
 
 
-def video_terms(gan: VideoGAN, f_i: Tensor, target: Tensor, name: str, cfg: LossConfig, mode: str,
+def video_terms(gan: VideoGAN, f_i: FiTensor, target: Tensor, name: str, cfg: LossConfig, mode: str,
                 g_weight: float) -> Terms:
     """Eq. 6 (reconstructor, target = current clip) or Eq. 7 (predictor, target = future clip).
 
@@ -67,7 +68,7 @@ def video_terms(gan: VideoGAN, f_i: Tensor, target: Tensor, name: str, cfg: Loss
     exact per level); the pixel L2 compares the full-resolution level with the target at the same frames
     (DESIGN.md, "TGAN-v2 as published (Section III-D)"). With L = 1 this is exactly the single-level loss."""
     with torch.no_grad() if mode == "d" else nullcontext():
-        levels = gan.generator.levels(f_i.detach() if mode == "d" else f_i)  # [(B, 3, T_k, S_k, S_k), (T_k,)]
+        levels = gan.generator.levels(detached(f_i) if mode == "d" else f_i)  # [(B, 3, T_k, S_k, S_k), (T_k,)]
     n, size = len(levels), target.shape[-1]
     per_level = cfg.video_adversarial / n
     total = Terms()
@@ -168,7 +169,7 @@ def joint_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
     return terms
 
 
-def _video_terms(model: CSVR, f_i: Tensor, batch: dict, lc: LossConfig, mode: str) -> Terms:
+def _video_terms(model: CSVR, f_i: FiTensor, batch: dict, lc: LossConfig, mode: str) -> Terms:
     gans = {"reconstruct": (model.reconstructor, batch["clip"]), "predict": (model.predictor, batch["future"])}
     total = Terms()
     for name, weight in video_weights(lc.generation_target).items():
