@@ -97,6 +97,10 @@ class LossConfig:
     # the pixel units of its L2 ([0, 255] makes the L2 ~3000x larger than in our normalised space, [0, 1] ~20x
     # smaller), so the balance is open (DESIGN.md, "The video GANs' balance"); the paper preset keeps 1.
     video_adversarial: float = 1.0
+    # Section IV-B pretrains "TGAN v2 ... with [its] training objectives" before the joint stage: False (the literal
+    # reading) trains the generators (and the integration layer, f_d's head) on frozen encoders; True lets Eqs. 6-8's
+    # gradients reach the pose encoder and the V-network already in that stage (DESIGN.md, "f_i at several levels")
+    video_trains_encoders: bool = False
     # Eq. 9 weights the whole min-max L_pose by sigma_p: True also scales D_p's loss (and its gradient penalty), the
     # literal reading (DESIGN.md, "Eq. 9 and the discriminators"); False scales only the generator side.
     sigma_scales_discriminator: bool = True

@@ -78,6 +78,26 @@ def test_video_stage_keeps_the_branch_encoders_frozen():
     assert all(torch.equal(v, after[k]) for k, v in frozen.items())  # BN running stats included
 
 
+def test_video_stage_trains_the_encoders_when_told():
+    """loss.video_trains_encoders=true: the same two steps move the V-network and the pose encoder (Eqs. 6-8
+    reach them), in train mode; the pose decoder and D_p, which no video loss reaches, stay as they were."""
+    cfg = tiny4(**{"loss.video_trains_encoders": True})
+    torch.manual_seed(0)
+    model = build_csvr(cfg)
+    before = params(model)
+    set_train_mode(model, "video", cfg)
+    assert model.context.training and model.pose_generator.encoder.training
+    opt = make_optimizers(model, "video", cfg)
+    for seed in range(2):
+        train_step(model, random_batch(cfg, seed), "video", cfg, opt)
+    after = model.state_dict()
+    moved = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
+    assert any(k.startswith("context.video_net.") for k in moved)
+    assert any(k.startswith("pose_generator.encoder.") for k in moved)
+    assert not any(k.startswith(("pose_generator.decoder.", "pose_discriminator.", "context.iframe")) for k in moved)
+    assert STAGES["video"].for_config(cfg).frozen == () and STAGES["video"].for_config(tiny4()) is STAGES["video"]
+
+
 # ---------------------------------------------------------------------------------------------
 # the stage table (csvr.stages.table) fits the model
 

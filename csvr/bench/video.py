@@ -81,7 +81,7 @@ def train_video_stage(cfg, batches_test: list[dict], steps: int, every: int, sta
     batches = train_batches(prepared(cfg.data.source, cfg), cfg, cfg.data.batch_size)
     rows, step, epoch, start = [], 0, 0, time.perf_counter()
     while step < steps:
-        set_train_mode(model, stage)
+        set_train_mode(model, stage, cfg)
         for b in batches(epoch):
             train_step(model, to_device(b, CPU, cfg), stage, cfg, opt)
             step += 1
@@ -91,7 +91,7 @@ def train_video_stage(cfg, batches_test: list[dict], steps: int, every: int, sta
                 rows.append({"decoder": f"{stage} stage, {step} steps", "reconstruct": held_out["video_l2_reconstruct"],
                              "predict (from the clip)": held_out["video_l2_predict"],
                              "seconds": time.perf_counter() - start})
-                set_train_mode(model, stage)
+                set_train_mode(model, stage, cfg)
             if step >= steps:
                 break
         epoch += 1

@@ -14,7 +14,8 @@ pooled map drives the temporal path as a vector does, and the map itself, resize
 and frame count, is added to the seed maps through a 3x3 convolution (a spatial condition, as pix2pix's
 encoder-decoder gives its decoder). With `model.fi_levels` > 1, f_i is a tuple of maps, coarsest first: the first
 is that map, each finer one joins the frames through its own 3x3 convolution where they reach its resolution
-(FaceShifter's generator takes its multi-level attributes the same way [118]). Both share the API: `generator(f_i, z=None) -> (B, 3, T, S, S)` (dense) and
+(FaceShifter's generator takes its multi-level attributes the same way [118]). Both share the API:
+`generator(f_i, z=None) -> (B, 3, T, S, S)` (dense) and
 `generator.levels(f_i, z=None) -> [(video_k, frame_indices_k), ...]` (training); every discriminator lists its
 per-level critics with `critics()`. The discriminators have no batch norm, so the one-stage update's
 per-sample gradient scaling stays exact.
@@ -241,10 +242,10 @@ class MultiLevelGenerator(nn.Module):
             raise ValueError(f"{levels} levels need size ({size}) and frames ({frames}) divisible by "
                              f"{2 ** (levels - 1)}")
         self.noise_dim, self.frames, self.subsample = noise_dim, frames, 2
-        coarsest = size // 2 ** (levels - 1)
-        steps = upsample_steps(coarsest)
+        coarse_size = size // 2 ** (levels - 1)
+        steps = upsample_steps(coarse_size)
         widths = [max(channels // 2 ** i, 8) for i in range(steps + levels)]
-        seed = coarsest // 2 ** steps
+        seed = coarse_size // 2 ** steps
         self.abstract = AbstractMapGenerator(cond_dim + noise_dim, channels, frames, seed)
         self.spatial = SpatialCondition(cond_dim, channels, frames, seed) if spatial else None
         self.skips = skip_conditions(cond_dim, frames, skip_sizes, {seed * 2 ** i: w for i, w in enumerate(widths)})

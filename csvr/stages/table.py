@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from torch import nn
@@ -50,6 +50,13 @@ class Stage:
     probe: Callable[[CSVR, int], nn.Module]  # what the per-epoch k-NN probe reads (model, feature_dim)
     poses_only: bool = False  # its batches need no clip decode
     keeps_epochs: str = ""  # config field listing epochs whose weights are kept (epoch_N.pt, Table II)
+    unfreezes: str = ""  # a bool config field: when true the stage trains its `frozen` parts too
+
+    def for_config(self, cfg: Config) -> "Stage":
+        """The row as `cfg` runs it: with `unfreezes` true nothing is frozen, the frozen parts train."""
+        if self.unfreezes and flatten(cfg)[self.unfreezes]:
+            return replace(self, trains=self.trains + self.frozen, frozen=())
+        return self
 
     @property
     def has_discriminator(self) -> bool:
@@ -91,16 +98,19 @@ _POSE = _DATA + _OPTIM + ("model.joints", "model.pose_channels", "model.pose_noi
 _CONTEXT = _DATA + _OPTIM + ("model.backbone", "model.width", "model.feature_dim", "model.head_hidden",
                              "loss.context", "loss.temperature", "loss.context_negatives", "train.context_epochs")
 _VIDEO = _union(_POSE, _CONTEXT, (
-    "model.integration", "model.fi_shape", "model.fi_levels", "model.pose_encoder_layer", "model.video_noise_dim", "model.gen_channels",
-    "model.disc_channels", "model.video_gan", "model.video_levels", "loss.video_l2", "loss.video_adversarial",
+    "model.integration", "model.fi_shape", "model.fi_levels", "model.pose_encoder_layer", "model.video_noise_dim",
+    "model.gen_channels", "model.disc_channels", "model.video_gan", "model.video_levels", "loss.video_l2",
+    "loss.video_adversarial", "loss.video_trains_encoders",
     "loss.generation_target", "train.video_epochs"))
 _JOINT = _union(_VIDEO, ("loss.sigma_p", "loss.sigma_c", "loss.sigma_scales_discriminator", "train.joint_epochs",
                          "train.checkpoint_epochs"))
 # Fields added to a key after stores existed, with the value every older store was computed with: left out of
 # the hash at that value, so those stores stay valid (data.flip: training always flipped before the switch;
 # model.fi_shape: f_i was a vector before the switch; finetune.labels_per_class: every label was used, and the IS
-# classifier always uses every label; model.fi_levels: one integration layer on the last map).
-ADDED_LATER = {"data.flip": True, "model.fi_shape": "vector", "finetune.labels_per_class": 0, "model.fi_levels": 1}
+# classifier always uses every label; model.fi_levels: one integration layer on the last map;
+# loss.video_trains_encoders: the video stage always trained on frozen encoders).
+ADDED_LATER = {"data.flip": True, "model.fi_shape": "vector", "finetune.labels_per_class": 0, "model.fi_levels": 1,
+               "loss.video_trains_encoders": False}
 
 _INTEGRATED = lambda m, c: IntegratedFeature(m.context, m.pose_generator, m.integration, c)  # noqa: E731
 _DISCRIMINATORS = ("pose_discriminator", "reconstructor.discriminator", "predictor.discriminator")
@@ -117,17 +127,18 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                                               "predictor.generator"),
           discriminators=("reconstructor.discriminator", "predictor.discriminator"),
           frozen=("pose_generator.encoder", "context"), upstream=("pose", "context"), saves=("",), key=_VIDEO,
-          epochs="train.video_epochs", probe=_INTEGRATED),
+          epochs="train.video_epochs", probe=_INTEGRATED, unfreezes="loss.video_trains_encoders"),
     Stage("joint", steps.joint_stage, trains=("",), discriminators=_DISCRIMINATORS, frozen=(), upstream=("video",),
           saves=("",), key=_JOINT, epochs="train.joint_epochs", probe=_INTEGRATED,
           keeps_epochs="train.checkpoint_epochs"),
 )}
 
 
-def stage_named(name: str) -> Stage:
+def stage_named(name: str, cfg: Config | None = None) -> Stage:
+    """The row of stage `name`; with `cfg`, as that config runs it (`Stage.for_config`)."""
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
-    return STAGES[name]
+    return STAGES[name].for_config(cfg) if cfg is not None else STAGES[name]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,9 +49,11 @@ class Optimizers:
             self.d.load_state_dict(state["d"])
 
 
-def stage_parameters(model: CSVR, stage: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(generator/encoder side, discriminator side) parameters that `stage` trains (csvr.stages.table)."""
-    return stage_named(stage).parameters(model)
+def stage_parameters(model: CSVR, stage: str, cfg: Config | None = None
+                     ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(generator/encoder side, discriminator side) parameters that `stage` trains (csvr.stages.table), as `cfg`
+    runs it."""
+    return stage_named(stage, cfg).parameters(model)
 
 
 def make_optimizers(model: CSVR, stage: str, cfg: Config) -> Optimizers:
@@ -63,13 +65,14 @@ def make_optimizers(model: CSVR, stage: str, cfg: Config) -> Optimizers:
         make = lambda ps: torch.optim.Adam(ps, lr=lr, betas=(0.5, 0.999), weight_decay=t.weight_decay, **fused)  # noqa
     else:
         make = lambda ps: torch.optim.SGD(ps, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay, **fused)  # noqa
-    g, d = stage_parameters(model, stage)
+    g, d = stage_parameters(model, stage, cfg)
     return Optimizers(make(g), make(d) if d else None)
 
 
-def set_train_mode(model: CSVR, stage: str) -> None:
-    """Train what the stage trains; frozen parts run in eval mode (BatchNorm uses running statistics)."""
-    stage_named(stage).set_train_mode(model)
+def set_train_mode(model: CSVR, stage: str, cfg: Config | None = None) -> None:
+    """Train what the stage trains (as `cfg` runs it); frozen parts run in eval mode (BatchNorm uses running
+    statistics)."""
+    stage_named(stage, cfg).set_train_mode(model)
 
 
 def train_step(model: CSVR, batch: dict, stage: str, cfg: Config, opt: Optimizers) -> Terms:
@@ -101,7 +104,7 @@ def train_stage(model: CSVR, stage: str, cfg: Config, batches: Callable[[int], I
                 state: StageState, epochs: int, opt: Optimizers, device: torch.device) -> Iterator[dict]:
     tracker = _Tracker(device)
     for epoch in range(state.epoch, epochs):
-        set_train_mode(model, stage)
+        set_train_mode(model, stage, cfg)
         for batch in _limit(batches(epoch), cfg.train.steps_per_epoch):
             terms = train_step(model, to_device(batch, device, cfg), stage, cfg, opt)
             state.step += 1

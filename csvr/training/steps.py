@@ -150,8 +150,9 @@ def context_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
 
 def video_stage(model: CSVR, batch: dict, lc: LossConfig, mode: str) -> Terms:
     """Video GAN pretraining on the frozen, branch-pretrained encoders: trains the motion head (conv + MLP
-    after the pose encoder), the integration layer and both video GANs."""
-    with torch.no_grad():
+    after the pose encoder), the integration layer and both video GANs; with `loss.video_trains_encoders` the
+    gradients reach the pose encoder and the V-network too (the stage row then trains them)."""
+    with nullcontext() if lc.video_trains_encoders else torch.no_grad():
         feats = model.pose_generator.encoder(batch["poses"], batch["pose_mask"])
         v_map, f_s = model.context.video_features(batch["clip"])
     f_d = model.pose_generator.head(feats[model.pose_generator.feature_layer - 1])
