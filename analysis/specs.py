@@ -50,6 +50,7 @@ class TableSpec:
     # param key -> what its values count, shown after the key in the header; `{section.field}` placeholders in it
     # and in `note` are filled with the runs' values of that param (tables.fill_params)
     key_notes: Mapping[str, str] = field(default_factory=dict)
+    decimals: int = 1  # of every cell and difference (2 for L2s near 1, such as 0.70 vs 0.69)
 
 
 SIGMA_GRID = TableSpec(
@@ -131,7 +132,7 @@ FI_LEVELS = TableSpec(
     metrics=("pretext/video_l2_reconstruct", "pretext/video_l2_mean_frame", "pretext/video_l2_predict",
              "pretext/video_l2_mean_frame_future", "pretext/video_l2_person", "eval/{ds}/group/motion",
              "eval/{ds}/group/context", "eval/{ds}/top1"),
-    reference={"model.fi_levels": 1},
+    reference={"model.fi_levels": 1}, paper_inline=True, decimals=2,
     key_notes={"model.fi_levels": "maps from the V-network's last resolution back; 1 = the paper's one layer"},
     note="Not a paper ablation (Section III-D has one integration layer). video_l2_mean_frame(_future) are the "
          "clip-mean-frame baselines of the two generators; lower L2 is better.",

@@ -397,22 +397,23 @@ MARKDOWN = Style(missing="—", delta="Δ", escape=lambda s: s.replace("|", "\\|
 LATEX = Style(missing="--", delta=r"$\Delta$", escape=_latex_escape)
 
 
-def _fmt(value: float, signed: bool) -> str:
-    text = format(value, "+.1f" if signed else ".1f")
-    return "0.0" if text in ("+0.0", "-0.0") else text
+def _fmt(value: float, signed: bool, decimals: int = 1) -> str:
+    text = format(value, f"{'+' if signed else ''}.{decimals}f")
+    return format(0.0, f".{decimals}f") if float(text) == 0 else text
 
 
-def interval_text(iv: Interval, signed: bool = False) -> str:
+def interval_text(iv: Interval, signed: bool = False, decimals: int = 1) -> str:
     if iv.low is None:
-        return _fmt(iv.mean, signed)
-    return f"{_fmt(iv.mean, signed)} [{_fmt(iv.low, signed)}, {_fmt(iv.high, signed)}]"
+        return _fmt(iv.mean, signed, decimals)
+    return (f"{_fmt(iv.mean, signed, decimals)} [{_fmt(iv.low, signed, decimals)}, "
+            f"{_fmt(iv.high, signed, decimals)}]")
 
 
-def cell_text(cell: Cell, style: Style) -> str:
+def cell_text(cell: Cell, style: Style, decimals: int = 1) -> str:
     if cell.n == 0:
         return style.missing
     iv = cell.interval
-    return f"{interval_text(iv)} (n={cell.n}{', videos' if iv.method == 'bootstrap' else ''})"
+    return f"{interval_text(iv, decimals=decimals)} (n={cell.n}{', videos' if iv.method == 'bootstrap' else ''})"
 
 
 def comparison_text(table: Table, row: Label, col: Label, style: Style) -> str:
@@ -421,7 +422,7 @@ def comparison_text(table: Table, row: Label, col: Label, style: Style) -> str:
     iv = table.comparison(row, col)
     if iv is None:
         return style.missing
-    return interval_text(iv, signed=True) + (" *" if iv.excludes_zero else "")
+    return interval_text(iv, signed=True, decimals=table.spec.decimals) + (" *" if iv.excludes_zero else "")
 
 
 def _num(value: float | None, fmt: str, style: Style) -> str:
@@ -456,7 +457,7 @@ def text_grid(table: Table, style: Style) -> tuple[list[str], list[list[str]]]:
 
 
 def cell_texts(table: Table, row: Label, col: Label, style: Style) -> list[str]:
-    text = cell_text(table.cell(row, col), style)
+    text = cell_text(table.cell(row, col), style, table.spec.decimals)
     compared = [comparison_text(table, row, col, style)] if table.spec.reference else []
     reported, delta = table.paper(row, col), table.delta(row, col)
     if not table.spec.paper_inline:

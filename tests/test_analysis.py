@@ -553,3 +553,15 @@ def test_paper_table_ix():
     rows = paper_table("TABLE IX:")[1:]
     assert [(float(r[2]), float(r[3].rstrip("M")), float(r[4])) for r in rows] == \
         [row[2:] for row in paper.TABLE_IX]
+
+
+def test_interval_text_keeps_the_decimals_a_table_asks_for():
+    """Accuracies in % read at one decimal; an L2 near 0.7 needs two (TableSpec.decimals), and a difference that
+    rounds to zero reads as 0.00, never -0.00."""
+    from analysis.stats import Interval
+    from analysis.tables import interval_text
+
+    iv = Interval(0.6994, 0.6512, 0.7481, 3, "t")
+    assert interval_text(iv) == "0.7 [0.7, 0.7]"
+    assert interval_text(iv, decimals=2) == "0.70 [0.65, 0.75]"
+    assert interval_text(Interval(-0.001, -0.02, 0.018, 3, "t"), signed=True, decimals=2) == "0.00 [-0.02, +0.02]"
