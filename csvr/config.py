@@ -209,16 +209,20 @@ def tiny() -> Config:
     texture noise and stayed at the unconditional baseline for 600 steps, with 1/100 the generators learn the scene
     and the body (DESIGN.md, "The video GANs' balance"); 60 context epochs (480 steps): at 20 the context branch
     had learned which scene a clip shows but hardly which video, and its f_s lost to a random V-network on the
-    context classes (DESIGN.md, "Making CSVR learn at the tiny size"). Each results/ table says which of these
-    settings it was measured with."""
+    context classes (DESIGN.md, "Making CSVR learn at the tiny size"); f_i at all four V-network resolutions
+    (model.fi_levels=4, FaceShifter's multi-level integration [118]) and a video stage whose Eqs. 6-8 also train the
+    encoders (loss.video_trains_encoders=true): with one level and frozen encoders the generators cannot beat the
+    clip-mean-frame baselines, with both they do, and the frozen f_i's k-NN is no worse (DESIGN.md, "f_i at several
+    levels"). Each results/ table says which of these settings it was measured with."""
     return Config(
         data=DataConfig(cache_size=64, clip_len=8, future_len=8, stride=2, size=32, batch_size=8, workers=0),
         model=ModelConfig(width=8, feature_dim=32, head_hidden=64, pose_channels=32, pose_noise_dim=8,
-                          video_noise_dim=16, gen_channels=32, disc_channels=8, video_gan="single"),
+                          video_noise_dim=16, gen_channels=32, disc_channels=8, video_gan="single", fi_levels=4),
         train=TrainConfig(pose_epochs=30, context_epochs=60, video_epochs=80, joint_epochs=5, optimizer="adam",
                           lr_per_sample=0.0001, weight_decay=0.0, log_every=8, checkpoint_epochs=(1, 5)),
         # results/feature_source_knn.md was measured with sigma on the generator side only: kept, to reproduce it
-        loss=LossConfig(sigma_scales_discriminator=False, context_negatives=0, gp_weight=10.0, video_adversarial=0.01),
+        loss=LossConfig(sigma_scales_discriminator=False, context_negatives=0, gp_weight=10.0, video_adversarial=0.01,
+                        video_trains_encoders=True),
         finetune=FinetuneConfig(epochs=20, batch_size=8, lr_per_sample=0.005, weight_decay=0.0005,
                                 hmdb51_lr_per_sample=0.005, hmdb51_weight_decay=0.0005),
         eval=EvalConfig(protocol="knn", retrieval_clips=1, test_clips=2, probe_every=5),

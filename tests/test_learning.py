@@ -6,9 +6,11 @@ Run: python -m pytest tests/test_learning.py -q      (about 2 minutes on 2 idle 
 
 What is asserted is what holds at this size (DESIGN.md, "Making CSVR learn at the tiny size"): the pose branch
 beats copy-last and constant-velocity extrapolation, the context branch is well above chance, and the video
-generators beat the unconditional baseline (the train split's mean frame: what a generator ignoring f_i reaches).
-The video generators do NOT beat the clip's own mean frame (an oracle that holds the clip's exact background);
-that gap is reported in DESIGN.md ("f_i as a map": what bounds the generators), not asserted away.
+generators beat the unconditional baseline (the train split's mean frame: what a generator ignoring f_i reaches)
+and come close to the clip's own mean frame (which holds the clip's exact background): measured 0.76 vs 0.70
+reconstruct, 1.39 vs 1.39 predict at this length. The whole tiny preset (80 video epochs, then Eq. 9) passes
+both (DESIGN.md, "f_i at several levels", 3 seeds); with one f_i level and frozen encoders (the paper's literal
+reading) this short run stayed near 2.0, which the "close to" bounds below would fail.
 """
 from __future__ import annotations
 
@@ -77,9 +79,12 @@ def test_video_generators_beat_the_unconditional_baseline(before_after):
     untrained, m = before_after
     for key, baseline in (("video_l2_reconstruct", "video_l2_train_mean"),
                           ("video_l2_predict", "video_l2_train_mean_future")):
-        # at this short size (weaker encoders than the preset's) about 0.93x the baseline; the tiny preset: 0.66x
+        # at this short size about 0.26x the baseline (0.76 vs 2.92), the tiny preset 0.17x (0.48)
         assert m[key] < m[baseline], (key, m[key], baseline, m[baseline])
         assert untrained[key] > m[baseline], (key, untrained[key])  # the untrained generators do not
+    assert m["video_l2_reconstruct"] < 1.25 * m["video_l2_mean_frame"], m
+    assert m["video_l2_predict"] < 1.1 * m["video_l2_mean_frame_future"], m
+    assert m["video_l2_person"] < m["video_l2_person_mean_frame"], m  # the person, not only the place
     # the baselines are computed from the same held-out clips before and after: they must not move
     assert m["video_l2_mean_frame"] == pytest.approx(untrained["video_l2_mean_frame"])
 

@@ -49,7 +49,7 @@ def check_parts(model, cfg, batch):
 @pytest.mark.parametrize("fi_shape", ["map", "vector"])
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_part_shapes_per_backbone(backbone, fi_shape):
-    cfg = tiny4(**{"model.backbone": backbone, "model.fi_shape": fi_shape})
+    cfg = tiny4(**{"model.backbone": backbone, "model.fi_shape": fi_shape, "model.fi_levels": 1})
     torch.manual_seed(0)
     check_parts(build_csvr(cfg), cfg, random_batch(cfg))
 
@@ -96,7 +96,7 @@ def test_finer_f_i_levels_reach_the_generated_pixels_where_they_change(video_gan
         diff = (gen(changed, z) - gen(f_i, z)).abs().mean(dim=(0, 1, 2))  # (S, S)
     q = cfg.data.size // 4
     assert diff[:q, :q].mean() > 5 * diff[-q:, -q:].mean(), diff
-    one_level = build_csvr(tiny4(**{"model.video_gan": video_gan})).reconstructor.generator
+    one_level = build_csvr(tiny4(**{"model.video_gan": video_gan, "model.fi_levels": 1})).reconstructor.generator
     assert not any("skips" in k for k in one_level.state_dict())
 
 
@@ -107,7 +107,8 @@ LAYERS = {("adain", "map"): AdaINMapIntegration, ("concat", "map"): ConcatMapInt
 @pytest.mark.parametrize("layer", [2, 4, 6])
 @pytest.mark.parametrize("integration,fi_shape", sorted(LAYERS))
 def test_f_d_from_every_encoder_layer_and_integration(layer, integration, fi_shape):
-    cfg = tiny4(**{"model.pose_encoder_layer": layer, "model.integration": integration, "model.fi_shape": fi_shape})
+    cfg = tiny4(**{"model.pose_encoder_layer": layer, "model.integration": integration, "model.fi_shape": fi_shape,
+                   "model.fi_levels": 1})
     model = build_csvr(cfg)
     assert isinstance(model.integration, LAYERS[integration, fi_shape])
     assert model.pose_generator.head.conv[0].in_channels == model.pose_generator.encoder.widths[layer - 1]
@@ -171,7 +172,7 @@ def test_map_generators_render_where_the_map_changes(video_gan):
     """With f_i as a map the generators are spatially conditioned: moving f_i up in the top-left cell and down in
     the bottom-right one (the pooled f_i stays the same) changes those corners of the frames more than the two
     corners whose cells did not change."""
-    cfg = tiny4(**{"model.video_gan": video_gan})
+    cfg = tiny4(**{"model.video_gan": video_gan, "model.fi_levels": 1})
     torch.manual_seed(0)
     gen = build_csvr(cfg).reconstructor.generator.eval()
     f_i, z = torch.randn(2, cfg.model.feature_dim, 1, 2, 2), torch.randn(2, gen.noise_dim)

@@ -71,13 +71,16 @@ def test_each_ablation_changes_only_the_stages_that_read_it():
                "finetune.lr_per_sample": (0.005, 0.01, {"is_classifier"}),
                "loss.generation_target": ("both", "predict", {"video", "joint"}),
                "eval.feature_source": ("f_i_full", "f_s", set()),
-               "model.fi_shape": ("map", "vector", {"video", "joint"}),
+               "model.fi_levels": (4, 2, {"video", "joint"}),
+               "loss.video_trains_encoders": (True, False, {"video", "joint"}),
                "data.future_len": (8, 4, {"pose", "context", "video", "joint"}),  # the IS classifier reads no future
                "finetune.labels_per_class": (0, 2, {"is_classifier"})}  # pretext() trains it at 0 whatever this is
     for key, (_, new, stages) in changes.items():
         other = apply_overrides(base, {key: new})
         changed = {s for s in STAGE_KEYS if stage_key(s, base) != stage_key(s, other)}
         assert changed == stages, key
+    vector = apply_overrides(base, {"model.fi_shape": "vector", "model.fi_levels": 1})  # a vector has one level
+    assert {s for s in STAGE_KEYS if stage_key(s, base) != stage_key(s, vector)} == {"video", "joint"}
     assert set(NEEDS) == {"scratch", "f_d", "f_s", "f_i_adain", "f_i_concat", "f_i_full"}
 
 

@@ -23,7 +23,8 @@ torch.set_num_threads(1)
 
 
 def _tgan2(**overrides):
-    return apply_overrides(tiny(), {"data.batch_size": 4, "model.video_gan": "tgan2", **overrides})
+    return apply_overrides(tiny(), {"data.batch_size": 4, "model.video_gan": "tgan2", "model.fi_levels": 1,
+                                    **overrides})
 
 
 def _grads(params):
@@ -180,7 +181,7 @@ def test_adversarial_term_is_the_mean_over_levels_and_l2_is_the_finest_levels(tg
 
 def test_single_is_the_single_level_loss_it_was():
     """model.video_gan=single: one level, the dense video, and exactly the former one-pair loss."""
-    cfg = apply_overrides(tiny(), {"data.batch_size": 4})
+    cfg = apply_overrides(tiny(), {"data.batch_size": 4, "model.fi_levels": 1})
     torch.manual_seed(0)
     model = build_csvr(cfg).double().train()
     batch = {k: v.double() if v.is_floating_point() else v for k, v in random_batch(cfg).items()}

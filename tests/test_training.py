@@ -65,7 +65,7 @@ def test_steps_lower_the_loss(stage, steps, watched):
 
 
 def test_video_stage_keeps_the_branch_encoders_frozen():
-    cfg = tiny4()
+    cfg = tiny4(**{"loss.video_trains_encoders": False})  # the paper preset's literal reading
     torch.manual_seed(0)
     model = build_csvr(cfg)
     frozen = {k: v.clone() for k, v in model.state_dict().items()
@@ -95,7 +95,8 @@ def test_video_stage_trains_the_encoders_when_told():
     assert any(k.startswith("context.video_net.") for k in moved)
     assert any(k.startswith("pose_generator.encoder.") for k in moved)
     assert not any(k.startswith(("pose_generator.decoder.", "pose_discriminator.", "context.iframe")) for k in moved)
-    assert STAGES["video"].for_config(cfg).frozen == () and STAGES["video"].for_config(tiny4()) is STAGES["video"]
+    paper_reading = tiny4(**{"loss.video_trains_encoders": False})
+    assert STAGES["video"].for_config(cfg).frozen == () and STAGES["video"].for_config(paper_reading) is STAGES["video"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,9 +220,10 @@ def test_every_feature_source_finetunes_a_step(source):
     model = Classifier(feature_model(source, cfg, pretrained), classes=3, dropout=cfg.finetune.dropout)
     if source == "f_i_full":
         assert model.feature.integration is joint.integration
-    if source in ("f_i_adain", "f_i_concat"):
-        assert type(model.feature.integration) is {"f_i_adain": AdaINMapIntegration,  # model.fi_shape=map
-                                                   "f_i_concat": ConcatMapIntegration}[source]
+    if source in ("f_i_adain", "f_i_concat"):  # model.fi_shape=map, one per level (model.fi_levels)
+        layers = model.feature.integration.levels
+        assert len(layers) == cfg.model.fi_levels and all(type(layer) is {
+            "f_i_adain": AdaINMapIntegration, "f_i_concat": ConcatMapIntegration}[source] for layer in layers)
     batch = random_batch(cfg)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     logits = model(batch)
