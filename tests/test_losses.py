@@ -218,7 +218,7 @@ def test_one_stage_gives_both_players_their_own_gradient(g_weight, d_weight):
 @pytest.fixture(scope="module")
 def pose_setup():
     torch.set_num_threads(1)
-    cfg = apply_overrides(tiny(), {"data.batch_size": 4})
+    cfg = apply_overrides(tiny(), {"data.batch_size": 4, "model.fi_levels": 1})  # f_i below is one vector
     torch.manual_seed(0)
     model = build_csvr(cfg).double().train()
     batch = {k: v.double() if v.is_floating_point() else v for k, v in random_batch(cfg).items()}

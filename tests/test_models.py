@@ -46,19 +46,13 @@ def check_parts(model, cfg, batch):
     assert all(torch.isfinite(f).all() for f in (feats["f_d"], feats["f_s"], *f_i))
 
 
-@pytest.mark.parametrize("fi_shape", ["map", "vector"])
+@pytest.mark.parametrize("fi_shape, fi_levels, video_gan", [("map", 1, "single"), ("vector", 1, "single"),
+                                                            ("map", 3, "single"), ("map", 3, "tgan2")])
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_part_shapes_per_backbone(backbone, fi_shape):
-    cfg = tiny4(**{"model.backbone": backbone, "model.fi_shape": fi_shape, "model.fi_levels": 1})
-    torch.manual_seed(0)
-    check_parts(build_csvr(cfg), cfg, random_batch(cfg))
-
-
-@pytest.mark.parametrize("video_gan", ["single", "tgan2"])
-@pytest.mark.parametrize("backbone", BACKBONES)
-def test_part_shapes_with_f_i_at_several_levels(backbone, video_gan):
+def test_part_shapes_per_backbone(backbone, fi_shape, fi_levels, video_gan):
     """model.fi_levels=3: one f_i map per V-network resolution, coarsest first, all joining the generators."""
-    cfg = tiny4(**{"model.backbone": backbone, "model.video_gan": video_gan, "model.fi_levels": 3})
+    cfg = tiny4(**{"model.backbone": backbone, "model.fi_shape": fi_shape, "model.fi_levels": fi_levels,
+                   "model.video_gan": video_gan})
     torch.manual_seed(0)
     check_parts(build_csvr(cfg), cfg, random_batch(cfg))
 

@@ -130,7 +130,7 @@ def test_lost_workers_are_retried_never_recorded_as_bad_videos(tmp_path, ray_wit
     args = ["--data", f"ucf101:{root}", "--cache", str(cache), "--size", "64"]
     assert prepare_main(args) == 3
     err = capsys.readouterr().err
-    assert f"1 video(s) not prepared because Ray workers or nodes were lost" in err and GOOD[0] in err
+    assert "1 video(s) not prepared because Ray workers or nodes were lost" in err and GOOD[0] in err
     assert "not because the videos are bad" in err and "rerun the same command to resume" in err
     assert GOOD[1] not in err.split("error:")[-1]  # died once, retried, prepared
     assert (cache / "done" / f"{GOOD[1]}.json").is_file() and not (cache / "done" / f"{GOOD[0]}.json").exists()
@@ -295,9 +295,10 @@ def _study(tmp_path, *args, timeout=240):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_unreachable_mlflow_fails_in_one_line_before_ray_starts(tmp_path):
+def test_unreachable_mlflow_fails_in_one_line_before_ray_starts(tmp_path, monkeypatch):
     from tests.test_cluster import free_port
 
+    monkeypatch.setenv("CSVR_MLFLOW_WAIT_S", "2")  # how long the study waits for the server (default 10 s)
     out, text, seconds = _study(tmp_path, "--mlflow-uri", f"http://127.0.0.1:{free_port()}")
     assert out.returncode == 2 and "no MLflow server answers" in text and "Traceback" not in text, text[-3000:]
     assert "Started a local Ray instance" not in text and not (tmp_path / "csvr_runs" / "sigma_grid").exists()

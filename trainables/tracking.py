@@ -140,13 +140,15 @@ def _ready_client(uri: str) -> MlflowClient:
         raise
 
 
-def check_reachable(uri: str, seconds: float = 10.0) -> None:
+def check_reachable(uri: str, seconds: float | None = None) -> None:
     """Fail in seconds, with one line, when an MLflow server at an http(s) URI does not answer (a study
-    would otherwise start Ray first and fail in its first MLflow call, after the retries)."""
+    would otherwise start Ray first and fail in its first MLflow call, after the retries). It waits `seconds`,
+    default $CSVR_MLFLOW_WAIT_S or 10."""
     import requests
 
     if not uri.startswith(("http://", "https://")):
         return
+    seconds = float(os.environ.get("CSVR_MLFLOW_WAIT_S", 10.0)) if seconds is None else seconds
     deadline, last = time.monotonic() + seconds, ""
     while time.monotonic() < deadline:
         try:

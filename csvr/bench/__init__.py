@@ -6,7 +6,7 @@
     python -m csvr.bench prepare [--videos 4] [--frames 60]
     python -m csvr.bench study   [--grid 2] [--trials N] [--steps 2]
     python -m csvr.bench study   --search optuna [--scheduler asha|median] [--seeds 3] [--trials 8]
-    python -m csvr.bench video   [--steps N --stages DIR [--every N] [--joint]] [--set model.fi_shape=vector]
+    python -m csvr.bench video   [--steps N --stages DIR [--every N] [--joint]] [--set model.fi_levels=1]
     python -m csvr.bench context [--seeds N] [--set train.context_epochs=20]
     ... [--json FILE]            # every number, plus the machine and library versions
 

@@ -11,7 +11,7 @@ Two parts, both on the held-out split of the config's dataset (no augmentation),
           stage store, e.g. runs/train/stages, holding this config's pose and context stages under their keys;
           random branches when no --stages), printing the held-out L2 (`pretext_metrics`) of both
           generators every `--every` steps. `--set` changes the config as anywhere else, e.g.
-          `--set model.fi_shape=vector` or `--set loss.video_adversarial=1`; `--joint` runs Eq. 9 instead (every
+          `--set model.fi_levels=1` or `--set loss.video_adversarial=1`; `--joint` runs Eq. 9 instead (every
           part trains) from the same start.
 Numbers here are one seed (n = 1); DESIGN.md ("f_i as a map") has the measured ones and how to read them.
 """
