@@ -57,27 +57,30 @@ def build_pose(cfg: Config) -> tuple[PoseGenerator, PoseDiscriminator]:
                           m.feature_dim, m.head_hidden, m.pose_encoder_layer)
 
 
-def fi_map_shapes(cfg: Config, context: ContextBranch) -> list[tuple[int, int, int, int]]:
-    """(C', T', H', W') of each V-network map the integration layer reads (`model.fi_levels`), coarsest first."""
-    if cfg.model.fi_levels == 1:  # no dry run: the last map's channels are the V-network's out_dim
-        return [(context.video_net.out_dim, 0, 0, 0)]
-    return context.video_net.map_shapes(cfg.model.fi_levels, cfg.data.clip_len, cfg.data.size)
+def fi_map_dims(cfg: Config, context: ContextBranch) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(channels of each V-network map the integration layer reads, coarsest first; sizes of the finer maps, where
+    they join the generators), for `model.fi_levels`. One level needs no dry run: its channels are `out_dim`."""
+    if cfg.model.fi_levels == 1:
+        return (context.video_net.out_dim,), ()
+    shapes = context.video_net.map_shapes(cfg.model.fi_levels, cfg.data.clip_len, cfg.data.size)
+    return tuple(c for c, *_ in shapes), tuple(h for _, _, h, _ in shapes[1:])
 
 
 def build_integration_for(cfg: Config, context: ContextBranch, kind: str | None = None) -> nn.Module:
     """The integration layer (`model.integration`, or `kind`) over `context`'s V-network maps."""
-    dims = tuple(c for c, *_ in fi_map_shapes(cfg, context))
-    return build_integration(kind or cfg.model.integration, cfg.model.fi_shape, cfg.model.feature_dim, dims)
+    channels, _ = fi_map_dims(cfg, context)
+    return build_integration(kind or cfg.model.integration, cfg.model.fi_shape, cfg.model.feature_dim, channels)
 
 
 def build_video_branch(cfg: Config, context: ContextBranch) -> tuple[nn.Module, VideoGAN, VideoGAN]:
     """The integration layer, the reconstructor and the predictor over `context`'s V-network."""
     m, d = cfg.model, cfg.data
-    skip_sizes = tuple(h for _, _, h, _ in fi_map_shapes(cfg, context)[1:])
+    channels, skip_sizes = fi_map_dims(cfg, context)
     gan = lambda frames: build_video_gan(m.feature_dim, m.video_noise_dim, frames, d.size,  # noqa: E731
                                          m.gen_channels, m.disc_channels, m.video_gan, m.video_levels,
                                          spatial=m.fi_shape == "map", skip_sizes=skip_sizes)
-    return build_integration_for(cfg, context), gan(d.clip_len), gan(d.future_len)
+    integration = build_integration(m.integration, m.fi_shape, m.feature_dim, channels)
+    return integration, gan(d.clip_len), gan(d.future_len)
 
 
 def build_csvr(cfg: Config) -> CSVR:
