@@ -113,7 +113,7 @@ SHORT_EPOCHS = ["--set", "train.pose_epochs=1", "--set", "train.context_epochs=1
                 "--set", "eval.probe_every=0", "--set", "data.max_videos=8"]
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark  # two pairs of studies (~25 s, ~55 s): `pytest -m benchmark`, kept off the 15-min default run
 def test_study(capsys, tmp_path):
     """Two sigma cells: alone, each computes pose, context, video, joint and the IS classifier; shared, the second
     cell reuses all but its joint stage, and the reused seconds are the seconds those stages cost."""
@@ -132,7 +132,7 @@ def test_study(capsys, tmp_path):
     assert data["settings"]["set"][0] == "train.pose_epochs=1"
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 def test_study_search_with_and_without_pruning(capsys, tmp_path):
     pytest.importorskip("optuna")
     # 8 train / 8 test videos instead of the whole embedded dataset (the benchmark's default): the per-epoch probe,

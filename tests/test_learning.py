@@ -4,9 +4,9 @@ held-out split against their trivial baselines (csvr.evaluation.pretext_metrics)
 
 Run: python -m pytest tests/test_learning.py -q      (about 2 minutes on 2 idle cores)
 
-What is asserted is what holds at this size (DESIGN.md, "Making CSVR learn at the tiny size"): the pose branch
-beats copy-last and constant-velocity extrapolation, the context branch is well above chance, and the video
-generators beat the unconditional baseline (the train split's mean frame: what a generator ignoring f_i reaches)
+What is asserted is what holds at this size (DESIGN.md, "Making CSVR learn at the tiny size"), each branch read
+after the stage that trains it: the pose branch beats copy-last and constant-velocity extrapolation, the context
+branch is well above chance, and the video generators beat the unconditional baseline (the train split's mean frame: what a generator ignoring f_i reaches)
 and come close to the clip's own mean frame (which holds the clip's exact background): measured 0.76 vs 0.70
 reconstruct, 1.39 vs 1.39 predict at this length. The whole tiny preset (80 video epochs, then Eq. 9) passes
 both (DESIGN.md, "f_i at several levels", 3 seeds); with one f_i level and frozen encoders (the paper's literal
@@ -52,31 +52,39 @@ def _metrics(cfg, cache: Path, model) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def before_after(trained) -> tuple[dict, dict]:
+def before_after(trained) -> tuple[dict, dict[str, dict]]:
+    """The untrained model's metrics, and each stage's model's: a branch is judged on the stage that trains it.
+
+    The pose and context branches are read after their own stage, not after the video stage: the tiny preset's
+    video stage also trains the encoders (loss.video_trains_encoders) on L_video alone, which moves them off
+    their own pretext (pose MSE 0.0093 -> 0.0109 here, 0.0140 on the CI machine, against copy-last 0.0154) until
+    the joint stage's sigma_p L_pose and sigma_c L_context pull them back (DESIGN.md, "f_i at several levels")."""
     cfg, cache = trained["cfg"], trained["cache"]
-    untrained = _metrics(cfg, cache, build_model(cfg))
-    model = build_model(cfg)
-    load_parts(model, trained["stages"]["video"] / "model.pt")  # pose + context + video parts
-    return untrained, _metrics(cfg, cache, model)
+    untrained, after = _metrics(cfg, cache, build_model(cfg)), {}
+    for stage in ("pose", "context", "video"):
+        model = build_model(cfg)
+        load_parts(model, trained["stages"][stage] / "model.pt")
+        after[stage] = _metrics(cfg, cache, model)
+    return untrained, after
 
 
 @pytest.mark.slow
 def test_pose_branch_beats_copy_last_and_constant_velocity(before_after):
-    _, m = before_after
+    m = before_after[1]["pose"]
     assert m["pose_mse"] < 0.9 * m["pose_mse_copy_last"], m
     assert m["pose_mse"] < m["pose_mse_const_velocity"], m
 
 
 @pytest.mark.slow
 def test_context_branch_is_well_above_chance(before_after):
-    untrained, m = before_after
+    untrained, m = before_after[0], before_after[1]["context"]
     assert m["context_acc"] > 1.5 * m["context_chance"], m
     assert m["context_acc"] > untrained["context_acc"], (untrained, m)
 
 
 @pytest.mark.slow
 def test_video_generators_beat_the_unconditional_baseline(before_after):
-    untrained, m = before_after
+    untrained, m = before_after[0], before_after[1]["video"]
     for key, baseline in (("video_l2_reconstruct", "video_l2_train_mean"),
                           ("video_l2_predict", "video_l2_train_mean_future")):
         # at this short size about 0.26x the baseline (0.76 vs 2.92), the tiny preset 0.17x (0.48)
