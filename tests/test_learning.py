@@ -6,11 +6,12 @@ Run: python -m pytest tests/test_learning.py -q      (about 2 minutes on 2 idle 
 
 What is asserted is what holds at this size (DESIGN.md, "Making CSVR learn at the tiny size"), each branch read
 after the stage that trains it: the pose branch beats copy-last and constant-velocity extrapolation, the context
-branch is well above chance, and the video generators beat the unconditional baseline (the train split's mean frame: what a generator ignoring f_i reaches)
-and come close to the clip's own mean frame (which holds the clip's exact background): measured 0.76 vs 0.70
-reconstruct, 1.39 vs 1.39 predict at this length. The whole tiny preset (80 video epochs, then Eq. 9) passes
-both (DESIGN.md, "f_i at several levels", 3 seeds); with one f_i level and frozen encoders (the paper's literal
-reading) this short run stayed near 2.0, which the "close to" bounds below would fail.
+branch is well above chance, and the video generators beat the unconditional baseline (the train split's mean
+frame: what a generator ignoring f_i reaches) and come close to the clip's own mean frame (which holds the clip's
+exact background): measured 0.76 vs 0.70 reconstruct, 1.39 vs 1.39 predict at this length. The whole tiny preset
+(80 video epochs, then Eq. 9) passes both (DESIGN.md, "f_i at several levels", 3 seeds); with one f_i level and
+frozen encoders (the paper's literal reading) this short run stayed near 2.0, which the "close to" bounds below
+would fail.
 """
 from __future__ import annotations
 
