@@ -15,7 +15,6 @@ would fail.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -45,9 +44,8 @@ def trained(tmp_path_factory) -> dict:
     return {"cfg": cfg, "cache": cache, "stages": stages}
 
 
-def _metrics(cfg, cache: Path, model) -> dict[str, float]:
-    test = train_batches(cache, cfg, cfg.data.batch_size, train=False, split="test")(0)
-    train_mean = E.mean_frame_of(train_batches(cache, cfg, cfg.data.batch_size, train=False, split="train")(0))
+def _metrics(cfg, held_out: tuple[list[dict], torch.Tensor], model) -> dict[str, float]:
+    test, train_mean = held_out
     with seeded(cfg.train.seed, "pretext"):
         return E.pretext_metrics(model, test, None, torch.device("cpu"), train_mean)
 
@@ -59,13 +57,16 @@ def before_after(trained) -> tuple[dict, dict[str, dict]]:
     The pose and context branches are read after their own stage, not after the video stage: the tiny preset's
     video stage also trains the encoders (loss.video_trains_encoders) on L_video alone, which moves them off
     their own pretext (pose MSE 0.0093 -> 0.0109 here, 0.0140 on the CI machine, against copy-last 0.0154) until
-    the joint stage's sigma_p L_pose and sigma_c L_context pull them back (DESIGN.md, "f_i at several levels")."""
+    the joint stage's sigma_p L_pose and sigma_c L_context pull them back (DESIGN.md, "f_i at several levels").
+    The held-out batches (one fixed order, no augmentation) and the train mean frame are decoded once for all four."""
     cfg, cache = trained["cfg"], trained["cache"]
-    untrained, after = _metrics(cfg, cache, build_model(cfg)), {}
+    held_out = (list(train_batches(cache, cfg, cfg.data.batch_size, train=False, split="test")(0)),
+                E.mean_frame_of(train_batches(cache, cfg, cfg.data.batch_size, train=False, split="train")(0)))
+    untrained, after = _metrics(cfg, held_out, build_model(cfg)), {}
     for stage in ("pose", "context", "video"):
         model = build_model(cfg)
         load_parts(model, trained["stages"][stage] / "model.pt")
-        after[stage] = _metrics(cfg, cache, model)
+        after[stage] = _metrics(cfg, held_out, model)
     return untrained, after
 
 
