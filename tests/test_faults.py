@@ -164,3 +164,24 @@ def test_diverged_or_oom_trial_is_a_failed_run_with_its_reason(storage, ray_tmp,
     run_dir = storage / "reliability" / (storage / "reliability" / "latest").read_text().strip()
     attempts = json.loads((run_dir / "trials" / oomed.data.tags["csvr.trial_id"] / "injected_faults").read_text())
     assert attempts == 2  # OOM may be a neighbour's fault on a shared GPU: retried once (--max-failures 1)
+
+
+@pytest.mark.slow
+def test_a_shared_stage_that_fails_is_reported_and_the_study_goes_on(storage, ray_tmp, tmp_path):
+    """The video stage both sigma cells share diverges at its first step before the trials start
+    (trainables/shared.py; pose and context are done): the console and the parent run say so, each trial computes
+    the stage again, fails with its own reason and is recorded FAILED, and the study still ends with its summary."""
+    out = run_study(tmp_path, storage, ray_tmp, "--set", "train.lr_per_sample=1e8").stdout
+    assert "shared stage pose computed" in out and "shared stage context computed" in out
+    assert "shared stage video failed (" in out and "NonFiniteLossError" in out, out
+    assert "the trials that need it will compute it themselves" in out
+    assert "trials {'TERMINATED': 0, 'ERROR': 2}" in out
+    client, parent, children = study_runs(sqlite_uri(tmp_path), storage)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["study/trials_error"] == 2
+    assert parent.data.tags["csvr.shared.pose"].startswith("computed before the trials")
+    assert parent.data.tags["csvr.shared.video"].startswith("failed before the trials: ")
+    assert "train/video/reconstruct/l2 became non-finite" in parent.data.tags["csvr.shared.video"]
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FAILED" and run.data.tags["csvr.error"].startswith("NonFiniteLossError")
+        assert run.data.tags["csvr.stage.pose"] == "reused" and "csvr.stage.video" not in run.data.tags

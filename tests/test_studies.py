@@ -190,9 +190,16 @@ def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
     retried = next(r for r in children if r.data.params["loss.sigma_p"] == "1.0")
     assert "traceback.txt" in artifact_paths(client, retried.info.run_id)  # the failed attempt's
     assert "csvr.error" not in retried.data.tags
-    # branch pretraining ran once for the whole grid: one trial computed it, the other reused it
+    # branch pretraining ran once for the whole grid, before the trials (trainables/shared.py): both reused it,
+    # and its curves are on the parent run at the steps the trials use for those stages
+    assert "Pretraining the stages the trials share: pose (" in out and "shared stage video computed in" in out
     for stage in ("pose", "context", "video"):
-        assert sorted(r.data.tags[f"csvr.stage.{stage}"] for r in children) == ["computed", "reused"], stage
+        assert [r.data.tags[f"csvr.stage.{stage}"] for r in children] == ["reused", "reused"], stage
+        assert parent.data.tags[f"csvr.shared.{stage}"].startswith("computed before the trials in"), stage
+        loss = client.get_metric_history(parent.info.run_id, f"train/{stage}/loss")
+        assert [m.step for m in loss] == [GlobalSteps(trial_cfg(children[0]))(stage, 1)], stage
+    computed = sum(float(r.data.tags["csvr.compute_seconds"]) for r in children)
+    assert parent.data.metrics["study/compute_seconds"] > computed  # the shared stages' seconds are counted once
     assert {r.data.tags["csvr.stage.joint"] for r in children} == {"computed"}  # sigma enters here
     # the IS classifier does not depend on sigma: trained once for the grid
     assert sorted(r.data.tags["csvr.stage.is_classifier/synthetic"] for r in children) == ["computed", "reused"]
@@ -281,6 +288,24 @@ def test_trial_events_lines_progress_and_eta(monkeypatch):
     restored = pickle.loads(pickle.dumps(events))  # Tune pickles its callbacks with the experiment
     restored.on_trial_start(0, [], FakeTrial("c", 2.0))  # a restored copy stays silent
     assert len(lines) == 7  # started x2, epoch, finished, retrying, restarted, failed
+
+
+def test_trial_events_count_the_clock_from_the_study_start_and_the_eta_from_the_trials(monkeypatch):
+    """After 300 s of shared pretraining (trainables/shared.py) the first trial takes 100 s: the clock says
+    6:40, the ETA for 3 more trials is 5:00 (the trials' pace), not 20:00 (the study's)."""
+    from trainables import console
+
+    now = [300.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: now[0])
+    lines: list[str] = []
+    events = console.TrialEvents(lines.append, total=4, target=TARGET, epochs_of=lambda c: 10,
+                                 name_of=lambda c: f"sigma_p={c['loss.sigma_p']}", since=0.0)
+    a = FakeTrial("a", 0.5)
+    events.on_trial_start(0, [], a)
+    assert lines[-1] == "[5:00] started  sigma_p=0.5"
+    now[0], a.last_result = 400.0, {TARGET: 0.75, "global_epoch": 10}
+    events.on_trial_complete(0, [], a)
+    assert lines[-1].endswith("1/4 trials done, elapsed 6:40, ETA 5:00")
 
 
 CAPTURE_SCRIPT = '''

@@ -116,10 +116,11 @@ class TrialEvents(tune.Callback):
 
     def __init__(self, say: Callable[[str], None], total: int, target: str,
                  epochs_of: Callable[[Mapping[str, Any]], int], name_of: Callable[[Mapping[str, Any]], str],
-                 every: float = PROGRESS_SECONDS):
+                 every: float = PROGRESS_SECONDS, since: float | None = None):
         self.say_line, self.total, self.target = say, total, target
         self.epochs_of, self.name_of, self.every = epochs_of, name_of, every
-        self.start = time.monotonic()
+        self.start = time.monotonic()  # the trials' pace (the ETA) counts from here
+        self.since = self.start if since is None else since  # the clock and "elapsed" count from here
         self.last_line = -math.inf
         self.done = self.failed = self.stopped = 0
         self.seen: set[str] = set()
@@ -134,8 +135,10 @@ class TrialEvents(tune.Callback):
     def progress(self) -> str:
         """Trials done, elapsed, ETA from the finished trials' pace (epochs of different stages take very
         different times, so running trials do not enter it; shared stages make it err on the long side)."""
-        elapsed, finished = time.monotonic() - self.start, self.done + self.failed + self.stopped
-        eta = f"ETA {clock(elapsed * (self.total - finished) / finished)}" if finished else "ETA after the first trial"
+        now, finished = time.monotonic(), self.done + self.failed + self.stopped
+        pace = (now - self.start) / finished if finished else 0.0
+        eta = f"ETA {clock(pace * (self.total - finished))}" if finished else "ETA after the first trial"
+        elapsed = now - self.since
         failed = f", {self.failed} failed" if self.failed else ""
         failed += f", {self.stopped} stopped early" if self.stopped else ""
         return f"{finished}/{self.total} trials done{failed}, elapsed {clock(elapsed)}, {eta}"
@@ -143,7 +146,7 @@ class TrialEvents(tune.Callback):
     def emit(self, text: str) -> None:
         if self.say_line is None:  # a copy restored from Tune's saved state
             return
-        self.say_line(f"[{clock(time.monotonic() - self.start)}] {text}")
+        self.say_line(f"[{clock(time.monotonic() - self.since)}] {text}")
         self.last_line = time.monotonic()
 
     # Tune hooks -------------------------------------------------------------------------------
@@ -160,7 +163,7 @@ class TrialEvents(tune.Callback):
             return
         epoch, n = int(result.get("global_epoch", 0)), self.epochs_of(trial.config)
         now = time.monotonic()
-        if now - self.last_line >= max(self.every, (now - self.start) / 8) and epoch < n:  # ~8 lines per doubling
+        if now - self.last_line >= max(self.every, (now - self.since) / 8) and epoch < n:  # ~8 lines per doubling
             self.emit(f"epoch {epoch}/{n} {self.name_of(trial.config)}{stage_metric(result)} | {self.progress()}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:

@@ -94,6 +94,10 @@ def parse_args(spec: StudySpec, argv: list[str] | None = None) -> argparse.Names
     p.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output (tables, checkpoint "
                    "lines, MediaPipe); by default it goes to console.log in the run folder only")
     p.add_argument("--max-failures", type=int, default=1, help="Tune retries per trial")
+    p.add_argument("--pretrain-shared", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute the pretraining stages two or more trials share before the trials start, with the "
+                        "cluster's CPUs (trainables/shared.py); --no-pretrain-shared: the first trial that needs one "
+                        "computes it while the others wait")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     p.add_argument("--plan", action="store_true", help="print the trials, stages and compute; run nothing")
     p.add_argument("--plan-json", default="", metavar="FILE", help="with --plan: also write the plan as JSON")
@@ -367,7 +371,8 @@ def raise_sample_budget(tune_dir: Path, num_samples: int) -> None:
             path.write_bytes(cloudpickle.dumps(state))
 
 
-def trial_events(spec: StudySpec, ctx: TrialContext, target: str, total: int, say) -> TrialEvents:
+def trial_events(spec: StudySpec, ctx: TrialContext, target: str, total: int, say,
+                 since: float | None = None) -> TrialEvents:
     """The console's per-trial lines: named by the varied keys, epochs counted as the trainable does."""
     def values(config: Mapping[str, Any]) -> dict:
         return {k: v for k, v in config.items() if not k.startswith("_")}
@@ -377,7 +382,7 @@ def trial_events(spec: StudySpec, ctx: TrialContext, target: str, total: int, sa
         return " ".join(f"{k.split('.')[-1]}={_short(shown[k])}" for k in spec.varied_keys() if k in shown)
 
     return TrialEvents(say, total, target, epochs_of=lambda c: GlobalSteps(trial_config(ctx, values(c))).total,
-                       name_of=name_of)
+                       name_of=name_of, since=since)
 
 
 def _short(value: Any) -> str:
@@ -447,14 +452,16 @@ def ended(metrics: Mapping[str, Any], error) -> bool:
     return error is not None or bool(metrics.get("trial_failed")) or "compute_seconds" in metrics
 
 
-def summarize(results, target: str, spec: StudySpec, total: int | None = None,
-              interrupted: bool = False) -> tuple[str, dict[str, float], dict[str, str]]:
+def summarize(results, target: str, spec: StudySpec, total: int | None = None, interrupted: bool = False,
+              shared_seconds: float = 0.0) -> tuple[str, dict[str, float], dict[str, str]]:
     """(printable summary, parent-run metrics, parent-run tags) from Tune's ResultGrid. After an interrupt
-    (Ctrl-C) Tune reports the trials it stopped as TERMINATED: only trials that ended count as finished."""
+    (Ctrl-C) Tune reports the trials it stopped as TERMINATED: only trials that ended count as finished.
+    `shared_seconds`: stage time computed before the trials (trainables/shared.py), which every trial that
+    needs those stages reports as reused: one of those reuses is the computation itself."""
     rows = [(r.config, r.metrics or {}, r.error) for r in results]
     finished = [(c, m) for c, m, e in rows if e is None and math.isfinite(m.get(target, math.nan))]
-    compute = sum(m.get("compute_seconds", 0.0) for _, m, _ in rows)
-    saved = sum(m.get("saved_seconds", 0.0) for _, m, _ in rows)
+    compute = sum(m.get("compute_seconds", 0.0) for _, m, _ in rows) + shared_seconds
+    saved = max(0.0, sum(m.get("saved_seconds", 0.0) for _, m, _ in rows) - shared_seconds)
     errors = sum(e is not None or bool(m.get("trial_failed")) for _, m, e in rows)  # trial_failed: not retried
     planned = max(total or 0, len(rows))
     unfinished = (sum(not ended(m, e) for _, m, e in rows) + planned - len(rows)) if interrupted else 0
@@ -530,13 +537,13 @@ def mark_killed(spec: StudySpec, run: StudyRun, reason: str) -> None:
 
 
 def report_end(spec: StudySpec, run: StudyRun, results, target: str, cwd: Path, total: int | None = None,
-               interrupted: bool = False) -> str:
+               interrupted: bool = False, shared_seconds: float = 0.0) -> str:
     s = run.state
     client = tracking.client(s["mlflow_uri"])
     # after an interrupt, stopped trials look like pruned ones (no final result): only mark real prunings
     pruned = 0 if interrupted else mark_pruned(client, results, run.dir)  # before close_dead_trials
     closed, warning = close_dead_trials_or_warn(client, s, results if interrupted else None, run.dir)
-    text, metrics, tags = summarize(results, target, spec, total, interrupted)
+    text, metrics, tags = summarize(results, target, spec, total, interrupted, shared_seconds)
     if warning:
         text += f"\n{warning}"
     if pruned:
@@ -589,6 +596,34 @@ def prepare_datasets(cfg) -> None:
     for spec in dict.fromkeys((cfg.data.source, *cfg.data.finetune_sources)):
         explicit = cfg.data.cache if spec == cfg.data.source else ""  # --cache DIR: use it as it is
         ensure_prepared(spec, cfg.data.cache_size, cfg.data.cache_root, split=cfg.data.split, cache=explicit)
+
+
+def pretrain_shared_stages(spec: StudySpec, args: argparse.Namespace, ctx: TrialContext, grid: Mapping[str, list],
+                           started: float, say) -> float:
+    """The stages two or more trials share, computed before Tune starts (trainables/shared.py); their outcome
+    becomes the parent run's csvr.shared.<stage> tags. Returns the seconds computed here."""
+    from trainables.console import clock
+    from trainables.shared import pretrain_shared, shared_stages
+
+    if not args.pretrain_shared:
+        return 0.0
+    if args.search == "grid":
+        configs = [trial_config(ctx, dict(zip(grid, combo))) for combo in itertools.product(*grid.values())]
+    else:  # the sampled keys' stages differ per trial; the others are shared by all samples
+        configs = [trial_config(ctx, {})] * args.num_samples
+    stages = shared_stages(configs, spec.search_space if args.search != "grid" else ())
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else default_gpus()
+    outcome = pretrain_shared(stages, ctx.store_root, ctx.mlflow_uri, ctx.parent_run_id, args.cpus_per_trial, gpus,
+                              lambda text: say(f"[{clock(time.monotonic() - started)}] {text}"))
+    tags = {f"csvr.shared.{k.split(':')[0]}": f"computed before the trials in {v:.1f} s (key {k.split(':')[1]})"
+            for k, v in outcome.computed.items()}
+    tags |= {f"csvr.shared.{k.split(':')[0]}": f"failed before the trials: {v}" for k, v in outcome.failed.items()}
+    tags |= {f"csvr.shared.{k.split(':')[0]}": f"found in the store (key {k.split(':')[1]})" for k in outcome.found}
+    if tags:
+        client = tracking.client(ctx.mlflow_uri)
+        for name, value in tags.items():
+            tracking.retry(client.set_tag, ctx.parent_run_id, name, value)
+    return outcome.seconds
 
 
 def main(spec: StudySpec, argv: list[str] | None = None) -> None:
@@ -646,7 +681,12 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
         target = target_metric(trial_config(ctx, {}))
         if args.resume:
             tracking.reopen(tracking.client(run.state["mlflow_uri"]), run.state["parent_run_id"])
-        events = trial_events(spec, ctx, target, total, console.say)
+        try:
+            shared_seconds = pretrain_shared_stages(spec, args, ctx, grid, started, console.say)
+        except KeyboardInterrupt:
+            mark_killed(spec, run, "interrupted while pretraining the shared stages")
+            raise SystemExit(130) from None
+        events = trial_events(spec, ctx, target, total, console.say, since=started)
         tuner = build_tuner(spec, args, run, ctx, target, grid, args.resume, events)
         before = signal.getsignal(signal.SIGINT)
         try:
@@ -655,7 +695,7 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
             mark_killed(spec, run, f"the driver stopped ({type(err).__name__})")
             raise
         interrupted = tune_was_interrupted(before)
-        console.say(report_end(spec, run, results, target, cwd, total, interrupted))
+        console.say(report_end(spec, run, results, target, cwd, total, interrupted, shared_seconds))
         import ray
 
         ray.shutdown()  # still inside the capture: Ray's last forwarded worker lines land in the log

@@ -1,0 +1,196 @@
+"""The pretraining stages two or more of a study's trials share, computed before the trials start.
+
+    stages = shared_stages(configs, sampled=())        # [SharedStage(stage, key, cfg, upstream)], pipeline order
+    outcome = pretrain_shared(stages, ctx, cpus_per_trial=1, gpus_per_trial=0, say=print)
+
+Without this step the first trial computes a shared stage on the CPUs it holds (one by default) while every
+other trial that needs it waits on the stage lock (`csvr.stages.store`) with its CPUs idle: on 2 cores the
+σ grid's branch stages ran on one torch thread for 6.5 of the main command's 11.7 minutes. Here each shared
+stage is one Ray task; a stage's task waits for its upstream stages' tasks, and the CPUs of the cluster are
+divided among the stages that can run at the same time (`stage_cpus`), up to one node's worth. The trials
+then find the stages done and reuse them. A stage that fails here is reported and left to the trials: each
+trial that needs it computes it again and, if it fails again, is recorded as failed while the study goes on.
+
+Each stage's per-epoch metrics go to the study's parent MLflow run (tag `csvr.shared.<stage>`), at the step
+the trials use for that stage (`GlobalSteps`); the trials' runs tag the stage `reused`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from csvr.config import Config
+from csvr.stages.store import StageStore, read_done
+from csvr.stages.table import STAGES, stage_key
+from trainables.console import clock
+
+EPOCH_FILE = ".shared_epoch.json"  # in the stage's store folder while it computes: {"epoch": k, "epochs": n}
+PROGRESS_SECONDS = 180.0  # at most one "still computing" line per this many seconds
+
+
+@dataclass(frozen=True)
+class SharedStage:
+    stage: str  # pose | context | video | joint
+    key: str  # csvr.stages.table.stage_key
+    cfg: Config  # the first trial's config that needs it (every trial that shares the key computes the same)
+    upstream: tuple[str, ...]  # its upstream stages (their store folders are read by this stage)
+    level: int  # 0: no upstream stage among the shared ones; else one more than its deepest shared upstream
+
+
+def shared_stages(configs: Sequence[Config], sampled: Iterable[str] = ()) -> list[SharedStage]:
+    """Pretraining stages that two or more of `configs` need with the same key, in pipeline order.
+    `sampled`: config keys an Optuna search draws per trial; a stage that reads one is never shared."""
+    from trainables.plan import trial_stages
+
+    sampled = tuple(sampled)
+    count: Counter = Counter()
+    first: dict[tuple[str, str], Config] = {}
+    for i, cfg in enumerate(configs):
+        for s in trial_stages(cfg, sampled, f"#{i}"):
+            if s.stage in STAGES and not s.key.startswith("sampled:"):
+                count[(s.stage, s.key)] += 1
+                first.setdefault((s.stage, s.key), cfg)
+    out: list[SharedStage] = []
+    levels: dict[tuple[str, str], int] = {}
+    for (stage, key), n in count.items():
+        if n < 2:
+            continue
+        cfg = first[(stage, key)]
+        ups = STAGES[stage].upstream
+        level = max((levels[(u, stage_key(u, cfg))] + 1 for u in ups if (u, stage_key(u, cfg)) in levels), default=0)
+        levels[(stage, key)] = level
+        out.append(SharedStage(stage, key, cfg, ups, level))
+    return out
+
+
+def stage_cpus(stages: Sequence[SharedStage], cluster_cpus: float, node_cpus: float, cpus_per_trial: float) -> dict:
+    """CPUs for each stage's task: the cluster's CPUs divided among the stages of its level (those that can run
+    at once), at least a trial's share, at most one node's (a task runs on one node). {(stage, key): cpus}"""
+    width = Counter(s.level for s in stages)
+    return {(s.stage, s.key): float(max(cpus_per_trial, min(node_cpus, int(cluster_cpus // width[s.level]))))
+            for s in stages}
+
+
+def compute_stage(stage: SharedStage, store_root: str, threads: int, parent_uri: str, parent_run_id: str,
+                  *upstream_done: Any) -> dict:
+    """Ray task: compute one shared stage into the store (or find it done), logging its epochs to the parent
+    run; returns its "stage" event. `upstream_done`: the upstream tasks' events (Ray runs this task after them)."""
+    import torch
+
+    from csvr.data.loaders import prepared
+    from csvr.stages.pretrain import pretrain_stage
+    from csvr.training.loop import resolve_device
+    from trainables.csvr_trainable import GlobalSteps, numeric
+    from trainables.tracking import TrialRun, client
+
+    torch.set_num_threads(max(1, threads))  # the CPUs this task holds, no more (see use_trial_cpus)
+    cfg, store = stage.cfg, StageStore(Path(store_root))
+    device, cache = resolve_device(cfg.train.device), prepared(cfg.data.source, cfg)
+    upstream = {u: store.path(u, stage_key(u, cfg)) for u in stage.upstream}
+    out, epochs, steps = store.path(stage.stage, stage.key), STAGES[stage.stage].epochs_of(cfg), GlobalSteps(cfg)
+    parent, last = TrialRun(client(parent_uri), parent_run_id, {}, {}), {}
+
+    def compute(folder: Path):
+        return pretrain_stage(stage.stage, cfg, cache, upstream, folder, stage.key, device)
+
+    for event in store.run(stage.stage, stage.key, compute):
+        if event["kind"] == "epoch":
+            (out / EPOCH_FILE).write_text(json.dumps({"epoch": event["epoch"], "epochs": epochs}))
+            parent.log_metrics(numeric(event), steps(stage.stage, event["epoch"]))
+        elif event["kind"] == "stage":
+            last = event
+    (out / EPOCH_FILE).unlink(missing_ok=True)
+    return last
+
+
+@dataclass
+class SharedOutcome:
+    computed: dict  # "stage:key" -> seconds, computed here
+    found: list  # "stage:key" already done in the store
+    failed: dict  # "stage:key" -> the error's first line (the trials compute it again)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.computed.values())
+
+
+def pretrain_shared(stages: Sequence[SharedStage], store_root: str, parent_uri: str, parent_run_id: str,
+                    cpus_per_trial: float, gpus_per_trial: float, say: Callable[[str], None]) -> SharedOutcome:
+    """Compute `stages` as Ray tasks (module docstring) and wait for them; failures are reported, not raised."""
+    import ray
+
+    store = StageStore(Path(store_root))
+    outcome = SharedOutcome({}, [], {})
+    todo = [s for s in stages if read_done(store.path(s.stage, s.key)) is None]
+    outcome.found = [f"{s.stage}:{s.key}" for s in stages if s not in todo]
+    if not todo:
+        return outcome
+    cpus = stage_cpus(todo, *cluster_cpus(gpus_per_trial), cpus_per_trial)
+    say("Pretraining the stages the trials share: " + ", ".join(
+        f"{s.stage} ({cpus[(s.stage, s.key)]:g} CPU{'s' if cpus[(s.stage, s.key)] != 1 else ''})" for s in todo))
+    refs: dict[tuple[str, str], Any] = {}
+    task = ray.remote(compute_stage)
+    for s in todo:
+        ups = [refs[(u, stage_key(u, s.cfg))] for u in s.upstream if (u, stage_key(u, s.cfg)) in refs]
+        c = cpus[(s.stage, s.key)]
+        refs[(s.stage, s.key)] = task.options(num_cpus=c, num_gpus=gpus_per_trial, max_retries=0).remote(
+            s, store_root, int(c), parent_uri, parent_run_id, *ups)
+    wait_for(refs, store, outcome, say)
+    return outcome
+
+
+def wait_for(refs: dict, store: StageStore, outcome: SharedOutcome, say: Callable[[str], None]) -> None:
+    """One line per finished (or failed) stage, and one per PROGRESS_SECONDS with the running stages' epochs."""
+    import ray
+
+    names = {ref: key for key, ref in refs.items()}
+    pending, started = list(refs.values()), time.monotonic()
+    while pending:
+        try:
+            done, pending = ray.wait(pending, num_returns=1, timeout=PROGRESS_SECONDS)
+        except KeyboardInterrupt:  # Ctrl-C: stop the tasks too (on a cluster they would outlive the driver)
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        if not done:
+            say(f"  ... {running(store, [names[r] for r in pending])} ({clock(time.monotonic() - started)} so far)")
+            continue
+        stage, key = names[done[0]]
+        try:
+            event = ray.get(done[0])
+        except Exception as err:  # noqa: BLE001 - the trials compute it again and report their own failure
+            first = next((line for line in str(err).splitlines()[::-1] if line.strip()), type(err).__name__)
+            outcome.failed[f"{stage}:{key}"] = first.strip()[:200]
+            say(f"  shared stage {stage} failed ({outcome.failed[f'{stage}:{key}']}); "
+                "the trials that need it will compute it themselves")
+            continue
+        if event.get("status") == "computed":
+            outcome.computed[f"{stage}:{key}"] = float(event["seconds"])
+            say(f"  shared stage {stage} computed in {clock(event['seconds'])}")
+        else:
+            outcome.found.append(f"{stage}:{key}")
+
+
+def running(store: StageStore, stages: Iterable[tuple[str, str]]) -> str:
+    parts = []
+    for stage, key in stages:
+        path = store.path(stage, key) / EPOCH_FILE
+        try:
+            e = json.loads(path.read_text())
+            parts.append(f"{stage} epoch {e['epoch']}/{e['epochs']}")
+        except (OSError, ValueError, KeyError):
+            parts.append(f"{stage} waiting")
+    return ", ".join(parts)
+
+
+def cluster_cpus(gpus_per_trial: float) -> tuple[float, float]:
+    """(CPUs of the cluster, CPUs of the largest node with `gpus_per_trial` GPUs): what the stages divide."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    fit = [r.get("CPU", 0.0) for r in nodes if r.get("GPU", 0.0) >= gpus_per_trial] or [1.0]
+    return sum(r.get("CPU", 0.0) for r in nodes), max(fit)
