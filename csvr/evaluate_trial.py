@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
@@ -109,18 +110,27 @@ def probe_metrics(cfg: Config, model: CSVR, stage: str, device: torch.device) ->
     return {f"probe/{kind}/knn_top1": float((probs.argmax(1) == query[1]).float().mean())}
 
 
+def is_classifier_config(cfg: Config) -> Config:
+    """The IS classifier is a measuring instrument: a scratch classifier on every label, whatever
+    `finetune.labels_per_class` gives the method."""
+    return apply_overrides(cfg, {"eval.feature_source": "scratch", "finetune.labels_per_class": 0})
+
+
+def is_classifier_stage(cfg: Config, device: torch.device) -> tuple[str, str, Callable[[Path], Iterator[dict]]]:
+    """(store name, key, compute(out)) of the IS classifier on the pretraining data (Table II)."""
+    scratch_cfg, spec = is_classifier_config(cfg), cfg.data.source
+    key, name = IS_CLASSIFIER.key_of(scratch_cfg, spec), IS_CLASSIFIER.store_name(dataset_kind(spec))
+    return name, key, lambda out: finetune_stage(scratch_cfg, spec, {}, out, key, device, stage=name)
+
+
 def pretext(cfg: Config, cache: Path, stages: dict[str, Path], store: StageStore, device: torch.device,
             artifacts: Path) -> tuple[list[dict], dict[str, float], dict[str, str]]:
     """Table II's pretext metrics on the test split; the IS classifier is the shared scratch classifier."""
     from csvr import reports
 
-    # a measuring instrument: trained on every label, whatever `finetune.labels_per_class` gives the method
-    scratch_cfg = apply_overrides(cfg, {"eval.feature_source": "scratch", "finetune.labels_per_class": 0})
-    spec = cfg.data.source
-    key, name = IS_CLASSIFIER.key_of(scratch_cfg, spec), IS_CLASSIFIER.store_name(dataset_kind(spec))
-    events = list(store.run(name, key, lambda out: finetune_stage(scratch_cfg, spec, {}, out, key, device,
-                                                                  stage=name)))
-    is_classifier = load_classifier(scratch_cfg, spec, {}, store.path(name, key), device)
+    name, key, compute = is_classifier_stage(cfg, device)
+    events = list(store.run(name, key, compute))
+    is_classifier = load_classifier(is_classifier_config(cfg), cfg.data.source, {}, store.path(name, key), device)
     joint_file = f"epoch_{cfg.eval.pretrain_epoch}.pt" if cfg.eval.pretrain_epoch else "model.pt"
     model = build_model(cfg)
     load_parts(model, stages["joint"] / joint_file)

@@ -29,20 +29,21 @@ def names(stages) -> list[tuple[str, int]]:
 def test_sigma_grid_shares_its_branch_stages_not_the_joint_stage():
     grid = configs({"loss.sigma_p": SIGMAS, "loss.sigma_c": SIGMAS})
     stages = shared_stages(grid)
-    assert names(stages) == [("pose", 0), ("context", 0), ("video", 1)]  # video reads pose and context
-    for s in stages:
+    # video reads pose and context; the IS classifier (Table II's instrument) reads no pretraining stage
+    assert names(stages) == [("pose", 0), ("context", 0), ("video", 1), ("is_classifier/synthetic", 0)]
+    for s in stages[:3]:
         assert {stage_key(s.stage, c) for c in grid} == {s.key}  # one key across the grid: computed once
     assert {s.upstream for s in stages} == {(), ("pose", "context")}
 
 
 def test_a_seed_or_a_stage_field_splits_the_shared_stages():
     seeds = shared_stages(configs({"loss.sigma_p": [0.5, 1.0], "train.seed": [0, 1, 2]}))
-    assert names(seeds) == [("pose", 0), ("context", 0), ("video", 1)] * 3
-    assert len({s.key for s in seeds}) == 9
+    assert names(seeds) == [("pose", 0), ("context", 0), ("video", 1), ("is_classifier/synthetic", 0)] * 3
+    assert len({s.key for s in seeds}) == 12
     alone = shared_stages(configs({"loss.sigma_p": [0.5]}))  # one trial shares nothing
     assert alone == []
-    rates = shared_stages(configs({"train.lr_per_sample": [1e-4, 2e-4]}))  # every stage reads it
-    assert rates == []
+    rates = shared_stages(configs({"train.lr_per_sample": [1e-4, 2e-4]}))  # every pretraining stage reads it,
+    assert names(rates) == [("is_classifier/synthetic", 0)]  # the IS classifier (finetune.* only) does not
 
 
 def test_feature_source_shares_the_branches_its_sources_read():
@@ -56,18 +57,33 @@ def test_a_searched_key_keeps_its_stages_per_trial():
     """--search optuna over sigma: every sample draws its own sigma, so the joint stage is never shared
     (even though the base configs, before the draw, are equal); the branch stages are."""
     base = configs({"loss.sigma_p": [1.0]}) * 4
-    assert names(shared_stages(base, ("loss.sigma_p", "loss.sigma_c"))) == [("pose", 0), ("context", 0),
-                                                                            ("video", 1)]
+    assert names(shared_stages(base, ("loss.sigma_p", "loss.sigma_c"))) == [
+        ("pose", 0), ("context", 0), ("video", 1), ("is_classifier/synthetic", 0)]
     assert "joint" in [s.stage for s in shared_stages(base)]  # without the search, equal configs share it
 
 
 @pytest.mark.parametrize("cluster, node, per_trial, want", [
-    (2, 2, 1, (1, 1, 2)),  # this machine: pose and context side by side, then video on both cores
-    (64, 16, 1, (16, 16, 16)),  # a task runs on one node: at most a node's CPUs
-    (2, 2, 2, (2, 2, 2)),  # never fewer than a trial holds
-    (3, 3, 1, (1, 1, 3)),
+    (2, 2, 1, (1, 1, 2, 1)),  # this machine: pose, context, IS classifier two at a time, then video on both cores
+    (64, 16, 1, (16, 16, 16, 16)),  # a task runs on one node: at most a node's CPUs
+    (2, 2, 2, (2, 2, 2, 2)),  # never fewer than a trial holds
+    (3, 3, 1, (1, 1, 3, 1)),
 ])
 def test_stage_cpus_divide_the_cluster_among_the_stages_that_run_at_once(cluster, node, per_trial, want):
     stages = shared_stages(configs({"loss.sigma_p": [0.5, 1.0]}))
     cpus = stage_cpus(stages, cluster, node, per_trial)
     assert tuple(cpus[(s.stage, s.key)] for s in stages) == want
+
+
+def test_the_plan_keys_the_is_classifier_as_the_pipeline_does():
+    """The IS classifier trains on every label whatever finetune.labels_per_class says (a measuring instrument):
+    the plan, and so the shared stages, must give it the pipeline's key, or a label-scarce study would compute
+    it under a key no trial reads."""
+    import torch
+
+    from csvr.evaluate_trial import is_classifier_stage
+    from trainables.plan import trial_stages
+
+    cfg = apply_overrides(preset("tiny"), {"finetune.labels_per_class": 5})
+    name, key, _ = is_classifier_stage(cfg, torch.device("cpu"))
+    assert {s.stage: s.key for s in trial_stages(cfg)}[name] == key
+    assert key == is_classifier_stage(preset("tiny"), torch.device("cpu"))[1]  # labels_per_class does not enter it

@@ -201,8 +201,9 @@ def test_sigma_grid_smoke_end_to_end(tmp_path, storage):
     computed = sum(float(r.data.tags["csvr.compute_seconds"]) for r in children)
     assert parent.data.metrics["study/compute_seconds"] > computed  # the shared stages' seconds are counted once
     assert {r.data.tags["csvr.stage.joint"] for r in children} == {"computed"}  # sigma enters here
-    # the IS classifier does not depend on sigma: trained once for the grid
-    assert sorted(r.data.tags["csvr.stage.is_classifier/synthetic"] for r in children) == ["computed", "reused"]
+    # the IS classifier does not depend on sigma: trained once for the grid, before the trials
+    assert [r.data.tags["csvr.stage.is_classifier/synthetic"] for r in children] == ["reused", "reused"]
+    assert parent.data.tags["csvr.shared.is_classifier/synthetic"].startswith("computed before the trials in")
     # --plan on this storage finds every stage of the grid done: its keys are the pipeline's
     main(importlib.import_module("studies.sigma_grid").STUDY,
          ["--smoke", "--plan", "--storage", str(storage), "--plan-json", str(tmp_path / "plan.json")])

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping
 
 from csvr.config import Config, apply_overrides, flatten, preset
 from csvr.data.loaders import dataset_kind
+from csvr.evaluate_trial import is_classifier_config
 from csvr.stages.store import StageStore
 from csvr.stages.table import FINETUNE, IS_CLASSIFIER, STAGES, needed_stages, stage_key
 
@@ -78,7 +79,7 @@ def trial_stages(cfg: Config, sampled: Iterable[str] = (), sample: str = "") -> 
         name = FINETUNE.store_name(dataset_kind(spec))
         out.append(PlannedStage(name, key(name, flat, FINETUNE.key_of(cfg, spec)), flat[FINETUNE.epochs], name))
     if "joint" in needs:
-        scratch = apply_overrides(cfg, {"eval.feature_source": "scratch"})
+        scratch = is_classifier_config(cfg)  # the pipeline's (csvr.evaluate_trial.pretext)
         name = IS_CLASSIFIER.store_name(dataset_kind(cfg.data.source))
         value = IS_CLASSIFIER.key_of(scratch, cfg.data.source)
         out.append(PlannedStage(name, key(name, IS_CLASSIFIER.key, value), flat[IS_CLASSIFIER.epochs], name))

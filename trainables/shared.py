@@ -1,7 +1,9 @@
-"""The pretraining stages two or more of a study's trials share, computed before the trials start.
+"""The stages two or more of a study's trials share, computed before the trials start: pretraining stages and the
+inception-score classifier.
 
-    stages = shared_stages(configs, sampled=())        # [SharedStage(stage, key, cfg, upstream)], pipeline order
-    outcome = pretrain_shared(stages, ctx, cpus_per_trial=1, gpus_per_trial=0, say=print)
+    stages = shared_stages(configs, sampled=())   # [SharedStage(stage, key, cfg, upstream, level)], pipeline order
+    outcome = pretrain_shared(stages, store_root, mlflow_uri, parent_run_id, cpus_per_trial=1, gpus_per_trial=0,
+                              say=print)          # SharedOutcome: computed (seconds), found, failed (reason)
 
 Without this step the first trial computes a shared stage on the CPUs it holds (one by default) while every
 other trial that needs it waits on the stage lock (`csvr.stages.store`) with its CPUs idle: on 2 cores the
@@ -23,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from csvr.config import Config
+from csvr.config import Config, flatten
 from csvr.stages.store import StageStore, read_done
-from csvr.stages.table import STAGES, stage_key
+from csvr.stages.table import IS_CLASSIFIER, STAGES, stage_key
 from trainables.console import clock
 
 EPOCH_FILE = ".shared_epoch.json"  # in the stage's store folder while it computes: {"epoch": k, "epochs": n}
@@ -34,7 +36,7 @@ PROGRESS_SECONDS = 180.0  # at most one "still computing" line per this many sec
 
 @dataclass(frozen=True)
 class SharedStage:
-    stage: str  # pose | context | video | joint
+    stage: str  # pose | context | video | joint | is_classifier/<dataset kind>
     key: str  # csvr.stages.table.stage_key
     cfg: Config  # the first trial's config that needs it (every trial that shares the key computes the same)
     upstream: tuple[str, ...]  # its upstream stages (their store folders are read by this stage)
@@ -51,7 +53,7 @@ def shared_stages(configs: Sequence[Config], sampled: Iterable[str] = ()) -> lis
     first: dict[tuple[str, str], Config] = {}
     for i, cfg in enumerate(configs):
         for s in trial_stages(cfg, sampled, f"#{i}"):
-            if s.stage in STAGES and not s.key.startswith("sampled:"):
+            if shareable(s.stage) and not s.key.startswith("sampled:"):
                 count[(s.stage, s.key)] += 1
                 first.setdefault((s.stage, s.key), cfg)
     out: list[SharedStage] = []
@@ -60,11 +62,17 @@ def shared_stages(configs: Sequence[Config], sampled: Iterable[str] = ()) -> lis
         if n < 2:
             continue
         cfg = first[(stage, key)]
-        ups = STAGES[stage].upstream
+        ups = STAGES[stage].upstream if stage in STAGES else ()
         level = max((levels[(u, stage_key(u, cfg))] + 1 for u in ups if (u, stage_key(u, cfg)) in levels), default=0)
         levels[(stage, key)] = level
         out.append(SharedStage(stage, key, cfg, ups, level))
     return out
+
+
+def shareable(stage: str) -> bool:
+    """The pretraining stages and the IS classifier (one per dataset; it reads no pretraining stage). Finetuning
+    is keyed by the whole config, so two trials never share it."""
+    return stage in STAGES or stage.startswith(IS_CLASSIFIER.name + "/")
 
 
 def stage_cpus(stages: Sequence[SharedStage], cluster_cpus: float, node_cpus: float, cpus_per_trial: float) -> dict:
@@ -82,6 +90,7 @@ def compute_stage(stage: SharedStage, store_root: str, threads: int, parent_uri:
     import torch
 
     from csvr.data.loaders import prepared
+    from csvr.evaluate_trial import is_classifier_stage
     from csvr.stages.pretrain import pretrain_stage
     from csvr.training.loop import resolve_device
     from trainables.csvr_trainable import GlobalSteps, numeric
@@ -90,13 +99,18 @@ def compute_stage(stage: SharedStage, store_root: str, threads: int, parent_uri:
     torch.set_num_threads(max(1, threads))  # the CPUs this task holds, no more (see use_trial_cpus)
     cfg, store = stage.cfg, StageStore(Path(store_root))
     device, cache = resolve_device(cfg.train.device), prepared(cfg.data.source, cfg)
-    upstream = {u: store.path(u, stage_key(u, cfg)) for u in stage.upstream}
-    out, epochs, steps = store.path(stage.stage, stage.key), STAGES[stage.stage].epochs_of(cfg), GlobalSteps(cfg)
+    if stage.stage in STAGES:
+        upstream = {u: store.path(u, stage_key(u, cfg)) for u in stage.upstream}
+        epochs = STAGES[stage.stage].epochs_of(cfg)
+
+        def compute(folder: Path):
+            return pretrain_stage(stage.stage, cfg, cache, upstream, folder, stage.key, device)
+    else:  # the IS classifier, as csvr.evaluate_trial.pretext computes it
+        name, key, compute = is_classifier_stage(cfg, device)
+        assert (name, key) == (stage.stage, stage.key), (name, key, stage)
+        epochs = flatten(cfg)[IS_CLASSIFIER.epochs]
+    out, steps = store.path(stage.stage, stage.key), GlobalSteps(cfg)
     parent, last = TrialRun(client(parent_uri), parent_run_id, {}, {}), {}
-
-    def compute(folder: Path):
-        return pretrain_stage(stage.stage, cfg, cache, upstream, folder, stage.key, device)
-
     for event in store.run(stage.stage, stage.key, compute):
         if event["kind"] == "epoch":
             (out / EPOCH_FILE).write_text(json.dumps({"epoch": event["epoch"], "epochs": epochs}))
