@@ -1,6 +1,7 @@
 """`python -m csvr.bench context`: the held-out shuffles by hand, and the command on the embedded dataset."""
 import json
 
+import pytest
 import torch
 
 from csvr.bench.__main__ import main
@@ -28,6 +29,7 @@ def test_matching_counts_own_iframes_in_batches_and_among_all():
     assert matching(lambda b: (b["x"], b["z"]), [every, swapped], every) == (0.75, 1.0)
 
 
+@pytest.mark.benchmark  # ~70 s of real context training and k-NN: `pytest -m benchmark`, off the 15-min default run
 def test_bench_context_on_the_embedded_dataset(tmp_path):
     """Two seeds of one context epoch: a row per seed and the mean; the raw-pixel reference matches every clip."""
     report = main(["context", "--seeds", "2", "--set", "train.context_epochs=1", "--json", str(tmp_path / "c.json")])

@@ -47,7 +47,9 @@ from trainables.pruning import SCHEDULERS, FinalMetricOptuna, make_scheduler, ma
 
 REPO = Path(__file__).resolve().parents[1]
 NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
-TINY_TRIAL_MINUTES = 3  # a tiny-preset trial on the embedded dataset, 2 loaded cores (README's main command)
+# a tiny-preset trial alone on the embedded dataset, one thread: its branch stages took 6.5 min (pose 12 s, context
+# 98 s, video 281 s), joint and evaluation about 0.5 min (README's main command, measured 2026-11-30)
+TINY_TRIAL_MINUTES = 7
 NODE_ROOT_ENV = "CSVR_TEST_NODE_ROOT"  # test hook: a node started with it sees the filesystem under this folder
 SMOKE = CLI_SMOKE  # csvr/cli.py: the one set of --smoke overrides, shared with python -m csvr.train
 
@@ -127,9 +129,10 @@ def describe(spec: StudySpec) -> str:
     search = f"\n--search optuna: --num-samples trials over {ranges}." if spec.search_space else ""
     return (f"Reproduces the paper's {spec.title} ({spec.name}): one trial per value of {varied} "
             f"and per seed.\nTrials: {grid} per seed (x --seeds); {smoke} with --smoke.{search}\n"
-            f"Rough duration on 2 CPU cores, tiny preset on the embedded dataset: ~{TINY_TRIAL_MINUTES} min per "
-            f"trial ({grid * TINY_TRIAL_MINUTES} min per seed; shared stages make later trials faster), 1-3 min "
-            "with --smoke; paper preset: GPU hours per trial. --plan estimates it from the stage store.\n"
+            f"Rough duration on 2 CPU cores, tiny preset on the embedded dataset: ~{TINY_TRIAL_MINUTES} min for a "
+            f"trial alone, at most {grid * TINY_TRIAL_MINUTES} min per seed; stages trials share are computed once, "
+            "first (the 16-trial sigma grid: 10 min in all), 1-3 min with --smoke; paper preset: GPU hours per "
+            "trial. --plan estimates it from the stage store.\n"
             "The console shows one line per trial event with an ETA; Ray/Tune output goes to console.log in "
             "the run folder (--verbose shows it).")
 
