@@ -1,4 +1,5 @@
 """`python -m csvr.bench video`: the resolution floors by hand, and the command on the embedded dataset."""
+import pytest
 import torch
 
 from csvr import losses as L
@@ -29,6 +30,7 @@ def test_resolution_floors_by_hand():
     assert fine["reconstruct"] < coarse["reconstruct"]
 
 
+@pytest.mark.benchmark  # ~60 s of real video-branch training: `pytest -m benchmark`, off the 15-min default run
 def test_bench_video_floors_on_the_embedded_dataset(tmp_path):
     report = main(["video", "--preset", "tiny", "--json", str(tmp_path / "video.json")])
     floors = [r for r in report.rows if "cells" in r["decoder"]]
@@ -42,7 +44,5 @@ def test_bench_video_floors_on_the_embedded_dataset(tmp_path):
 
 def test_bench_video_needs_the_configs_own_branch_stages(tmp_path):
     """--stages is read by this config's stage keys: a store without them is refused, naming the missing file."""
-    import pytest
-
     with pytest.raises(FileNotFoundError, match=r"pose/[0-9a-f]{16}/model.pt is missing"):
         main(["video", "--preset", "tiny", "--steps", "1", "--stages", str(tmp_path)])

@@ -427,3 +427,42 @@ def test_raylet_killed_during_prepare_exits_non_zero_and_resumes(tmp_path):
     assert prepare_main(["--data", f"ucf101:{root}", "--cache", str(cache), "--workers", "0", "--size", "64"]) == 0
     df = pd.read_parquet(cache / "manifest.parquet")
     assert (df.status == "ok").all(), df[["key", "status", "error"]]
+
+
+@pytest.mark.parametrize("raised, status", [(SystemExit(0), "KILLED"), (RuntimeError("boom"), "FAILED")])
+def test_a_trial_tune_stops_ends_killed_and_a_broken_one_failed(tmp_path, monkeypatch, raised, status):
+    """Tune stops a trial by raising SystemExit(0) in it (Ctrl-C, a pruning scheduler). The trainable must not
+    end that run FAILED: the driver ends it KILLED at the same time, and whichever write came last won (a
+    CI run saw FAILED + csvr.interrupted). Any other exception is a failure with its reason."""
+    import mlflow
+    from types import SimpleNamespace
+
+    import csvr.pipeline
+    from trainables import csvr_trainable as ct
+    from trainables import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = tracking.client(uri)
+    experiment_id = client.create_experiment("stops")
+    parent = client.create_run(experiment_id).info.run_id
+    ctx = ct.TrialContext(study="stops", preset="tiny", base={}, mlflow_uri=uri, experiment_id=experiment_id,
+                          parent_run_id=parent, run_dir=str(tmp_path / "run"), store_root=str(tmp_path / "stages"),
+                          git_commit="test")
+    resources = SimpleNamespace(required_resources={"CPU": 1})
+    context = SimpleNamespace(get_trial_id=lambda: "t0", get_trial_resources=lambda: resources)
+    monkeypatch.setattr(ct.tune, "get_context", lambda: context)
+    monkeypatch.setattr(ct.tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(ct, "node_tags", lambda: {})
+
+    def run_trial(*_):
+        raise raised
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(csvr.pipeline, "run_trial", run_trial)
+    with pytest.raises(type(raised)):
+        ct.csvr_trainable({"loss.sigma_p": 1.0}, ctx)
+    run_id = json.loads((tmp_path / "run" / "trials" / "t0" / ct.RUN_FILE).read_text())["run_id"]
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    assert run.info.status == status
+    assert ("csvr.error" in run.data.tags) == (status == "FAILED"), run.data.tags
+    assert ("csvr.stopped" in run.data.tags) == (status == "KILLED"), run.data.tags

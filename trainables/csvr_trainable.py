@@ -191,11 +191,22 @@ def csvr_trainable(config: dict, ctx: TrialContext) -> None:
         end_failed(run, err)
         report({target_metric(cfg): math.nan, "trial_failed": 1.0}, {**progress, "failed": str(err)})
         return
+    except (SystemExit, KeyboardInterrupt):  # Tune stopped the trial (study interrupted, scheduler pruned it)
+        end_stopped(run)
+        raise
     except BaseException as err:  # noqa: BLE001 - the run must end FAILED whatever stopped it
         end_failed(run, err)
         raise
     run.finish()
     (workdir / RESULT_FILE).write_text(json.dumps(result))
+
+
+def end_stopped(run: TrialRun) -> None:
+    """Tune stops a trial by raising SystemExit(0) in it: a stop, not a failure. The run ends KILLED, the
+    status the driver gives it too (mark_interrupted, mark_pruned), so whichever of the two writes last, the
+    run is not FAILED; the driver adds why (csvr.interrupted, csvr.pruned)."""
+    with contextlib.suppress(Exception):
+        run.stop("Tune stopped this trial (the study was interrupted or the scheduler pruned it)")
 
 
 def end_failed(run: TrialRun, err: BaseException) -> None:

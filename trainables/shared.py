@@ -44,7 +44,7 @@ class SharedStage:
 
 
 def shared_stages(configs: Sequence[Config], sampled: Iterable[str] = ()) -> list[SharedStage]:
-    """Pretraining stages that two or more of `configs` need with the same key, in pipeline order.
+    """Stages (`shareable`) that two or more of `configs` need with the same key, in pipeline order.
     `sampled`: config keys an Optuna search draws per trial; a stage that reads one is never shared."""
     from trainables.plan import trial_stages
 

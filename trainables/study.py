@@ -490,7 +490,7 @@ def summarize(results, target: str, spec: StudySpec, total: int | None = None, i
 
 def mark_interrupted(client, results, run_dir: Path) -> None:
     """Trials Tune stopped because the study was interrupted: their runs end KILLED with csvr.interrupted
-    (Tune stops a trial by raising SystemExit in it, which the trainable recorded as a failure)."""
+    (Tune stops a trial by raising SystemExit(0) in it; the trainable ends its run KILLED too, `end_stopped`)."""
     for result in results:
         metrics = result.metrics or {}
         run_file = Path(run_dir) / "trials" / str(metrics.get("trial_id", "")) / RUN_FILE

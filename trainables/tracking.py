@@ -229,7 +229,7 @@ class TrialRun:
         last = {key: max(m.step for m in retry(client.get_metric_history, run_id, key))
                 for key in run.data.metrics}
         reopen(client, run_id)
-        for tag in ("csvr.error", "csvr.interrupted"):  # an earlier attempt failed or was stopped (traceback.txt stays)
+        for tag in ("csvr.error", "csvr.interrupted", "csvr.stopped"):  # an earlier attempt failed or was stopped
             if tag in run.data.tags:
                 retry(client.delete_tag, run_id, tag)
         return cls(client, run_id, last, dict(run.data.params))
@@ -257,6 +257,10 @@ class TrialRun:
         self.set_tags({"csvr.error": message or "error"})
         log_text(self.client, self.run_id, traceback_text, "traceback.txt")
         retry(self.client.set_terminated, self.run_id, "FAILED")
+
+    def stop(self, reason: str) -> None:
+        self.set_tags({"csvr.stopped": reason})
+        retry(self.client.set_terminated, self.run_id, "KILLED")
 
     def finish(self) -> None:
         retry(self.client.set_terminated, self.run_id, "FINISHED")
