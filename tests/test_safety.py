@@ -369,7 +369,8 @@ def test_interrupted_study_is_killed_not_finished_and_says_how_to_resume(tmp_pat
     from tests.test_cluster import kill_group, start_study, study_runs, trial_workdirs, wait_for
 
     ray_tmp, storage = tempfile.mkdtemp(prefix="rt", dir="/tmp"), tmp_path / "csvr_runs"
-    proc = start_study(tmp_path, storage, ray_tmp)
+    # Ctrl-C while trials run: the shared-stage warm-up before them is not what this tests (9 s of the suite)
+    proc = start_study(tmp_path, storage, ray_tmp, "--no-pretrain-shared")
     try:
         wait_for(lambda: (storage / "sigma_grid" / "latest").is_file() and trial_workdirs(storage), 240,
                  "the first trial", proc)
