@@ -14,7 +14,7 @@ from csvr.config import apply_overrides, preset
 from csvr.stages.table import stage_key
 from studies.feature_source import STUDY as FEATURE_SOURCE
 from studies.sigma_grid import SIGMAS
-from trainables.shared import shared_stages, stage_cpus
+from trainables.shared import SharedOutcome, parent_tags, shared_stages, stage_cpus
 
 
 def configs(grid: dict, base: dict | None = None) -> list:
@@ -34,12 +34,22 @@ def test_sigma_grid_shares_its_branch_stages_not_the_joint_stage():
     for s in stages[:3]:
         assert {stage_key(s.stage, c) for c in grid} == {s.key}  # one key across the grid: computed once
     assert {s.upstream for s in stages} == {(), ("pose", "context")}
+    assert [(s.label, s.suffix) for s in stages[:1]] == [("pose", "")]  # one of each: plain names
 
 
 def test_a_seed_or_a_stage_field_splits_the_shared_stages():
     seeds = shared_stages(configs({"loss.sigma_p": [0.5, 1.0], "train.seed": [0, 1, 2]}))
     assert names(seeds) == [("pose", 0), ("context", 0), ("video", 1), ("is_classifier/synthetic", 0)] * 3
     assert len({s.key for s in seeds}) == 12
+    # one stage of a name per seed: the console and the parent run's metric and tag names tell them apart
+    assert [s.label for s in seeds[:4]] == ["pose train.seed=0", "context train.seed=0", "video train.seed=0",
+                                            "is_classifier/synthetic train.seed=0"]
+    assert seeds[4].suffix == "/train.seed_1"
+    outcome = SharedOutcome(computed={s.id: 1.0 for s in seeds[:4]}, found=[s.id for s in seeds[4:8]],
+                            failed={seeds[8].id: "NonFiniteLossError"})
+    tags = parent_tags(seeds, outcome)
+    assert len(tags) == 9 and tags["csvr.shared.is_classifier/synthetic/train.seed_0"].startswith("computed")
+    assert tags["csvr.shared.pose/train.seed_2"] == "failed before the trials: NonFiniteLossError"
     alone = shared_stages(configs({"loss.sigma_p": [0.5]}))  # one trial shares nothing
     assert alone == []
     rates = shared_stages(configs({"train.lr_per_sample": [1e-4, 2e-4]}))  # every pretraining stage reads it,

@@ -14,20 +14,23 @@ then find the stages done and reuse them. A stage that fails here is reported an
 trial that needs it computes it again and, if it fails again, is recorded as failed while the study goes on.
 
 Each stage's per-epoch metrics go to the study's parent MLflow run (tag `csvr.shared.<stage>`), at the step
-the trials use for that stage (`GlobalSteps`); the trials' runs tag the stage `reused`.
+the trials use for that stage (`GlobalSteps`); the trials' runs tag the stage `reused`. Where a study shares
+several stages of one name (one pose stage per seed), each carries the key fields that tell them apart: on the
+console ("pose train.seed=5") and in the parent run's metric and tag names ("train/pose/loss/train.seed_5").
 """
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from csvr.config import Config, flatten
 from csvr.stages.store import StageStore, read_done
-from csvr.stages.table import IS_CLASSIFIER, STAGES, stage_key
+from csvr.stages.table import IS_CLASSIFIER, STAGE_KEYS, STAGES, stage_key
 from trainables.console import clock
 
 EPOCH_FILE = ".shared_epoch.json"  # in the stage's store folder while it computes: {"epoch": k, "epochs": n}
@@ -41,6 +44,21 @@ class SharedStage:
     cfg: Config  # the first trial's config that needs it (every trial that shares the key computes the same)
     upstream: tuple[str, ...]  # its upstream stages (their store folders are read by this stage)
     level: int  # 0: no upstream stage among the shared ones; else one more than its deepest shared upstream
+    tell: tuple[tuple[str, str], ...] = ()  # its key fields that differ among the study's shared stages of its name
+
+    @property
+    def id(self) -> str:
+        return f"{self.stage}:{self.key}"
+
+    @property
+    def label(self) -> str:
+        """For the console: "pose", or "pose train.seed=5" when the study shares a pose stage per seed."""
+        return " ".join([self.stage, *(f"{k}={v}" for k, v in self.tell)])
+
+    @property
+    def suffix(self) -> str:
+        """For the parent run's metric and tag names: "", or "/train.seed_5" (MLflow names allow no "=")."""
+        return "".join("/" + re.sub(r"[^\w.\-]", "_", f"{k}_{v}")[:60] for k, v in self.tell)
 
 
 def shared_stages(configs: Sequence[Config], sampled: Iterable[str] = ()) -> list[SharedStage]:
@@ -66,6 +84,21 @@ def shared_stages(configs: Sequence[Config], sampled: Iterable[str] = ()) -> lis
         level = max((levels[(u, stage_key(u, cfg))] + 1 for u in ups if (u, stage_key(u, cfg)) in levels), default=0)
         levels[(stage, key)] = level
         out.append(SharedStage(stage, key, cfg, ups, level))
+    return told_apart(out)
+
+
+def told_apart(stages: list[SharedStage]) -> list[SharedStage]:
+    """Each stage with the key fields that tell it from the other shared stages of its name (a seeds study shares
+    one pose stage per seed: their parent-run curves and tags must not land on one name)."""
+    by_name: dict[str, list[SharedStage]] = {}
+    for s in stages:
+        by_name.setdefault(s.stage, []).append(s)
+    out = []
+    for s in stages:
+        group = by_name[s.stage]
+        flats = [flatten(g.cfg) for g in group]
+        fields = [k for k in STAGE_KEYS[s.stage.split("/")[0]] if len({str(f[k]) for f in flats}) > 1]
+        out.append(replace(s, tell=tuple((k, str(flatten(s.cfg)[k])) for k in fields)))
     return out
 
 
@@ -114,7 +147,8 @@ def compute_stage(stage: SharedStage, store_root: str, threads: int, parent_uri:
     for event in store.run(stage.stage, stage.key, compute):
         if event["kind"] == "epoch":
             (out / EPOCH_FILE).write_text(json.dumps({"epoch": event["epoch"], "epochs": epochs}))
-            parent.log_metrics(numeric(event), steps(stage.stage, event["epoch"]))
+            metrics = {f"{name}{stage.suffix}": value for name, value in numeric(event).items()}
+            parent.log_metrics(metrics, steps(stage.stage, event["epoch"]))
         elif event["kind"] == "stage":
             last = event
     (out / EPOCH_FILE).unlink(missing_ok=True)
@@ -132,6 +166,20 @@ class SharedOutcome:
         return sum(self.computed.values())
 
 
+def parent_tags(stages: Sequence[SharedStage], outcome: SharedOutcome) -> dict[str, str]:
+    """The parent run's tags: csvr.shared.<stage><suffix> = computed / failed / found, with the key."""
+    out = {}
+    for s in stages:
+        if s.id in outcome.computed:
+            out[f"csvr.shared.{s.stage}{s.suffix}"] = (f"computed before the trials in {outcome.computed[s.id]:.1f} s "
+                                                       f"(key {s.key})")
+        elif s.id in outcome.failed:
+            out[f"csvr.shared.{s.stage}{s.suffix}"] = f"failed before the trials: {outcome.failed[s.id]}"
+        elif s.id in outcome.found:
+            out[f"csvr.shared.{s.stage}{s.suffix}"] = f"found in the store (key {s.key})"
+    return out
+
+
 def pretrain_shared(stages: Sequence[SharedStage], store_root: str, parent_uri: str, parent_run_id: str,
                     cpus_per_trial: float, gpus_per_trial: float, say: Callable[[str], None]) -> SharedOutcome:
     """Compute `stages` as Ray tasks (module docstring) and wait for them; failures are reported, not raised."""
@@ -140,12 +188,12 @@ def pretrain_shared(stages: Sequence[SharedStage], store_root: str, parent_uri: 
     store = StageStore(Path(store_root))
     outcome = SharedOutcome({}, [], {})
     todo = [s for s in stages if read_done(store.path(s.stage, s.key)) is None]
-    outcome.found = [f"{s.stage}:{s.key}" for s in stages if s not in todo]
+    outcome.found = [s.id for s in stages if s not in todo]
     if not todo:
         return outcome
     cpus = stage_cpus(todo, *cluster_cpus(gpus_per_trial), cpus_per_trial)
     say("Pretraining the stages the trials share: " + ", ".join(
-        f"{s.stage} ({cpus[(s.stage, s.key)]:g} CPU{'s' if cpus[(s.stage, s.key)] != 1 else ''})" for s in todo))
+        f"{s.label} ({cpus[(s.stage, s.key)]:g} CPU{'s' if cpus[(s.stage, s.key)] != 1 else ''})" for s in todo))
     refs: dict[tuple[str, str], Any] = {}
     task = ray.remote(compute_stage)
     for s in todo:
@@ -153,16 +201,18 @@ def pretrain_shared(stages: Sequence[SharedStage], store_root: str, parent_uri: 
         c = cpus[(s.stage, s.key)]
         refs[(s.stage, s.key)] = task.options(num_cpus=c, num_gpus=gpus_per_trial, max_retries=0).remote(
             s, store_root, int(c), parent_uri, parent_run_id, *ups)
-    wait_for(refs, store, outcome, say)
+    wait_for([(s, refs[(s.stage, s.key)]) for s in todo], store, outcome, say)
     return outcome
 
 
-def wait_for(refs: dict, store: StageStore, outcome: SharedOutcome, say: Callable[[str], None]) -> None:
-    """One line per finished (or failed) stage, and one per PROGRESS_SECONDS with the running stages' epochs."""
+def wait_for(tasks: Sequence[tuple[SharedStage, Any]], store: StageStore, outcome: SharedOutcome,
+             say: Callable[[str], None]) -> None:
+    """One line per finished (or failed) stage, and one per PROGRESS_SECONDS with the running stages' epochs.
+    `tasks`: (stage, its task's ObjectRef)."""
     import ray
 
-    names = {ref: key for key, ref in refs.items()}
-    pending, started = list(refs.values()), time.monotonic()
+    stage_of = {ref: s for s, ref in tasks}
+    pending, started = [ref for _, ref in tasks], time.monotonic()
     while pending:
         try:
             done, pending = ray.wait(pending, num_returns=1, timeout=PROGRESS_SECONDS)
@@ -171,33 +221,33 @@ def wait_for(refs: dict, store: StageStore, outcome: SharedOutcome, say: Callabl
                 ray.cancel(ref, force=True)
             raise
         if not done:
-            say(f"  ... {running(store, [names[r] for r in pending])} ({clock(time.monotonic() - started)} so far)")
+            say(f"  ... {running(store, [stage_of[r] for r in pending])} ({clock(time.monotonic() - started)} so far)")
             continue
-        stage, key = names[done[0]]
+        s = stage_of[done[0]]
         try:
             event = ray.get(done[0])
         except Exception as err:  # noqa: BLE001 - the trials compute it again and report their own failure
             first = next((line for line in str(err).splitlines()[::-1] if line.strip()), type(err).__name__)
-            outcome.failed[f"{stage}:{key}"] = first.strip()[:200]
-            say(f"  shared stage {stage} failed ({outcome.failed[f'{stage}:{key}']}); "
+            outcome.failed[s.id] = first.strip()[:200]
+            say(f"  shared stage {s.label} failed ({outcome.failed[s.id]}); "
                 "the trials that need it will compute it themselves")
             continue
         if event.get("status") == "computed":
-            outcome.computed[f"{stage}:{key}"] = float(event["seconds"])
-            say(f"  shared stage {stage} computed in {clock(event['seconds'])}")
+            outcome.computed[s.id] = float(event["seconds"])
+            say(f"  shared stage {s.label} computed in {clock(event['seconds'])}")
         else:
-            outcome.found.append(f"{stage}:{key}")
+            outcome.found.append(s.id)
 
 
-def running(store: StageStore, stages: Iterable[tuple[str, str]]) -> str:
+def running(store: StageStore, stages: Iterable[SharedStage]) -> str:
     parts = []
-    for stage, key in stages:
-        path = store.path(stage, key) / EPOCH_FILE
+    for s in stages:
+        path = store.path(s.stage, s.key) / EPOCH_FILE
         try:
             e = json.loads(path.read_text())
-            parts.append(f"{stage} epoch {e['epoch']}/{e['epochs']}")
+            parts.append(f"{s.label} epoch {e['epoch']}/{e['epochs']}")
         except (OSError, ValueError, KeyError):
-            parts.append(f"{stage} waiting")
+            parts.append(f"{s.label} waiting")
     return ", ".join(parts)
 
 

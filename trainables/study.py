@@ -604,9 +604,9 @@ def prepare_datasets(cfg) -> None:
 def pretrain_shared_stages(spec: StudySpec, args: argparse.Namespace, ctx: TrialContext, grid: Mapping[str, list],
                            started: float, say) -> float:
     """The stages two or more trials share, computed before Tune starts (trainables/shared.py); their outcome
-    becomes the parent run's csvr.shared.<stage> tags. Returns the seconds computed here."""
+    becomes the parent run's csvr.shared.<stage>[/<field>_<value>] tags. Returns the seconds computed here."""
     from trainables.console import clock
-    from trainables.shared import pretrain_shared, shared_stages
+    from trainables.shared import parent_tags, pretrain_shared, shared_stages
 
     if not args.pretrain_shared:
         return 0.0
@@ -618,10 +618,7 @@ def pretrain_shared_stages(spec: StudySpec, args: argparse.Namespace, ctx: Trial
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else default_gpus()
     outcome = pretrain_shared(stages, ctx.store_root, ctx.mlflow_uri, ctx.parent_run_id, args.cpus_per_trial, gpus,
                               lambda text: say(f"[{clock(time.monotonic() - started)}] {text}"))
-    tags = {f"csvr.shared.{k.split(':')[0]}": f"computed before the trials in {v:.1f} s (key {k.split(':')[1]})"
-            for k, v in outcome.computed.items()}
-    tags |= {f"csvr.shared.{k.split(':')[0]}": f"failed before the trials: {v}" for k, v in outcome.failed.items()}
-    tags |= {f"csvr.shared.{k.split(':')[0]}": f"found in the store (key {k.split(':')[1]})" for k in outcome.found}
+    tags = parent_tags(stages, outcome)
     if tags:
         client = tracking.client(ctx.mlflow_uri)
         for name, value in tags.items():
