@@ -42,7 +42,14 @@ def test_bench_video_floors_on_the_embedded_dataset(tmp_path):
     assert (tmp_path / "video.json").exists()
 
 
-def test_bench_video_needs_the_configs_own_branch_stages(tmp_path):
-    """--stages is read by this config's stage keys: a store without them is refused, naming the missing file."""
+def test_bench_video_needs_the_configs_own_branch_stages(tmp_path, monkeypatch):
+    """--stages is read by this config's stage keys: a store without them is refused, naming the missing file,
+    before the dataset is prepared (a minute on the embedded dataset, longer on a real one)."""
+    import csvr.data.loaders
+
+    def prepared(*args, **kwargs):
+        raise AssertionError("the dataset was prepared before --stages was checked")
+
+    monkeypatch.setattr(csvr.data.loaders, "prepared", prepared)
     with pytest.raises(FileNotFoundError, match=r"pose/[0-9a-f]{16}/model.pt is missing"):
         main(["video", "--preset", "tiny", "--steps", "1", "--stages", str(tmp_path)])

@@ -53,30 +53,30 @@ def resolution_floors(clips: torch.Tensor, future: torch.Tensor, grids=(1, 2, 4,
     return rows
 
 
-def _branch_parts(model, cfg, stages: Path) -> None:
-    """Load this config's pose and context stages from the store `stages` (their keyed folders)."""
-    from csvr.models.build import load_parts
+def _branch_paths(cfg, stages: Path) -> list[Path]:
+    """This config's pose and context stage files in the store `stages` (their keyed folders); a missing one
+    is refused here, before any data is prepared."""
     from csvr.stages.store import StageStore
     from csvr.stages.table import stage_key
 
-    for part in ("pose", "context"):
-        path = StageStore(stages).path(part, stage_key(part, cfg)) / "model.pt"
+    paths = [StageStore(stages).path(part, stage_key(part, cfg)) / "model.pt" for part in ("pose", "context")]
+    for part, path in zip(("pose", "context"), paths):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: --stages must be a stage store that holds this config's "
                                     f"{part} stage (run python -m csvr.train with the same preset and --set first)")
-        load_parts(model, path)
+    return paths
 
 
 def train_video_stage(cfg, batches_test: list[dict], steps: int, every: int, stages: Path | None,
                       stage: str = "video") -> list[dict]:
     """The video stage (or Eq. 9 with stage="joint") alone for `steps` steps; held-out L2 every `every` steps."""
     from csvr.data.loaders import prepared, train_batches
-    from csvr.models.build import build_model
+    from csvr.models.build import build_model, load_parts
     from csvr.training.loop import make_optimizers, set_train_mode, to_device, train_step
 
     model = build_model(cfg)
-    if stages:
-        _branch_parts(model, cfg, stages)
+    for path in _branch_paths(cfg, stages) if stages else []:
+        load_parts(model, path)
     opt = make_optimizers(model, stage, cfg)
     batches = train_batches(prepared(cfg.data.source, cfg), cfg, cfg.data.batch_size)
     rows, step, epoch, start = [], 0, 0, time.perf_counter()
@@ -101,6 +101,8 @@ def train_video_stage(cfg, batches_test: list[dict], steps: int, every: int, sta
 def bench_video(args) -> Report:
     torch.set_num_threads(max(args.threads, 1))
     cfg = bench_config(args, "tiny")
+    if args.steps and args.stages:
+        _branch_paths(cfg, Path(args.stages))  # a wrong --stages fails now, not after the data is prepared
     test = _held_out(cfg)
     clips, future = torch.cat([b["clip"] for b in test]), torch.cat([b["future"] for b in test])
     from csvr.data.loaders import prepared, train_batches
