@@ -90,16 +90,12 @@ def shared_stages(configs: Sequence[Config], sampled: Iterable[str] = ()) -> lis
 def told_apart(stages: list[SharedStage]) -> list[SharedStage]:
     """Each stage with the key fields that tell it from the other shared stages of its name (a seeds study shares
     one pose stage per seed: their parent-run curves and tags must not land on one name)."""
-    by_name: dict[str, list[SharedStage]] = {}
-    for s in stages:
-        by_name.setdefault(s.stage, []).append(s)
-    out = []
-    for s in stages:
-        group = by_name[s.stage]
-        flats = [flatten(g.cfg) for g in group]
-        fields = [k for k in STAGE_KEYS[s.stage.split("/")[0]] if len({str(f[k]) for f in flats}) > 1]
-        out.append(replace(s, tell=tuple((k, str(flatten(s.cfg)[k])) for k in fields)))
-    return out
+    flats = [flatten(s.cfg) for s in stages]
+    differing: dict[str, list[str]] = {}  # stage name -> its key fields that differ within the name
+    for name in {s.stage for s in stages}:
+        group = [f for s, f in zip(stages, flats) if s.stage == name]
+        differing[name] = [k for k in STAGE_KEYS[name.split("/")[0]] if len({str(f[k]) for f in group}) > 1]
+    return [replace(s, tell=tuple((k, str(f[k])) for k in differing[s.stage])) for s, f in zip(stages, flats)]
 
 
 def shareable(stage: str) -> bool:
@@ -170,13 +166,13 @@ def parent_tags(stages: Sequence[SharedStage], outcome: SharedOutcome) -> dict[s
     """The parent run's tags: csvr.shared.<stage><suffix> = computed / failed / found, with the key."""
     out = {}
     for s in stages:
+        tag = f"csvr.shared.{s.stage}{s.suffix}"
         if s.id in outcome.computed:
-            out[f"csvr.shared.{s.stage}{s.suffix}"] = (f"computed before the trials in {outcome.computed[s.id]:.1f} s "
-                                                       f"(key {s.key})")
+            out[tag] = f"computed before the trials in {outcome.computed[s.id]:.1f} s (key {s.key})"
         elif s.id in outcome.failed:
-            out[f"csvr.shared.{s.stage}{s.suffix}"] = f"failed before the trials: {outcome.failed[s.id]}"
+            out[tag] = f"failed before the trials: {outcome.failed[s.id]}"
         elif s.id in outcome.found:
-            out[f"csvr.shared.{s.stage}{s.suffix}"] = f"found in the store (key {s.key})"
+            out[tag] = f"found in the store (key {s.key})"
     return out
 
 
